@@ -1,0 +1,31 @@
+"""SQ-LLaVA (Self-Questioning LLaVA, ECCV 2024) as a native Hugging Face Transformers model.
+
+Importing this package registers `model_type="sqllava"` with `AutoConfig`, `AutoModel`,
+`AutoModelForImageTextToText` (and `AutoProcessor`), so the Auto classes and `pipeline` load SQ-LLaVA checkpoints.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
+
+from .configuration_sqllava import SQLlavaConfig
+from .modeling_sqllava import (
+    SQLlavaForConditionalGeneration,
+    SQLlavaModel,
+    SQLlavaMultiModalProjector,
+    SQLlavaPreTrainedModel,
+    SQLlavaPrototypeExtractor,
+)
+
+__version__ = "0.1.0"
+
+AutoConfig.register(SQLlavaConfig.model_type, SQLlavaConfig, exist_ok=True)
+AutoModel.register(SQLlavaConfig, SQLlavaModel, exist_ok=True)
+AutoModelForImageTextToText.register(SQLlavaConfig, SQLlavaForConditionalGeneration, exist_ok=True)
+
+__all__ = [
+    "SQLlavaConfig",
+    "SQLlavaForConditionalGeneration",
+    "SQLlavaModel",
+    "SQLlavaMultiModalProjector",
+    "SQLlavaPreTrainedModel",
+    "SQLlavaPrototypeExtractor",
+]

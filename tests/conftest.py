@@ -1,0 +1,110 @@
+"""Shared fixtures: tiny random SQ-LLaVA configs and a Llama-style tokenizer built offline with `tokenizers`.
+
+Nothing here touches the network. The tokenizer reproduces the parts of Vicuna's tokenizer that matter for prompt
+fidelity: a normaliser that prepends "▁" and turns spaces into "▁" (applied to every chunk between special tokens,
+i.e. the legacy behaviour the reference relies on), byte fallback with `<0xNN>` pieces, and the Llama ids
+`<unk>`=0, `<s>`=1, `</s>`=2.
+"""
+
+import json
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
+
+from transformers_sqllava import SQLlavaConfig
+
+CORPUS = [
+    "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+    "detailed, and polite answers to the user's questions.",
+    "Also, the artificial intelligence assistant is a curious virtual user. The virtual user asks complex questions "
+    "that are relevant to the content in the image, for example, asking about background knowledge of the objects "
+    "in the image, asking to discuss about events happening in the image, etc. Again, do not ask about uncertain "
+    "details.",
+    "USER: ASSISTANT: VUSER: What is in the image? Describe the image in detail. Can you describe the image in "
+    "detail? There is a red circle and a blue square on the left of a green triangle. How many objects are there? "
+    "What colour is the circle? Where is the square? Is there a yellow star? Yes. No. Two. Three. One.",
+    "The cat sits on the mat next to the dog. A man rides a horse in the park. Answer the question using a single "
+    "word or phrase.",
+]
+
+
+def build_llama_style_tokenizer(vocab_size: int = 160) -> PreTrainedTokenizerFast:
+    """A small BPE tokenizer shaped like Vicuna/Llama-2's legacy `tokenizer.json`."""
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False, special_tokens=[])
+    trained = Tokenizer(models.BPE())
+    trained.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    # Train within words, as sentencepiece does (split_by_whitespace), so no piece spans a word boundary.
+    trained.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never", split=True)
+    trained.train_from_iterator(CORPUS, trainer)
+    learned = json.loads(trained.to_str())["model"]
+
+    # Llama's layout: <unk>, <s>, </s>, then the 256 byte pieces, then the learned pieces.
+    pieces = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
+    pieces += [piece for piece in sorted(learned["vocab"], key=learned["vocab"].get) if piece not in pieces]
+    vocab = {piece: index for index, piece in enumerate(pieces)}
+    merges = [tuple(merge) if isinstance(merge, list) else tuple(merge.split(" ")) for merge in learned["merges"]]
+
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tokenizer.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    tokenizer.add_special_tokens(["<unk>", "<s>", "</s>"])
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, unk_token="<unk>", bos_token="<s>", eos_token="</s>", padding_side="left"
+    )
+
+
+def tiny_config(**overrides) -> SQLlavaConfig:
+    """A tiny SQ-LLaVA: 16 px images in 4 px patches (16 image tokens), 6 prototypes, a 2-layer 32-wide LLM.
+
+    The vocabulary holds the 419 pieces of `build_llama_style_tokenizer()` + `<image>` (419) + `<pad>` (420).
+    """
+    vision_config = {
+        "model_type": "clip_vision_model",
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "image_size": 16,
+        "patch_size": 4,
+    }
+    text_config = {
+        "model_type": "llama",
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": 421,
+        "max_position_embeddings": 256,
+        "pad_token_id": 0,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+    }
+    vision_config.update(overrides.pop("vision_config", {}))
+    text_config.update(overrides.pop("text_config", {}))
+    kwargs = {"image_token_index": 419, "image_seq_length": 16, "num_prototypes": 6}
+    kwargs.update(overrides)
+    return SQLlavaConfig(vision_config=vision_config, text_config=text_config, **kwargs)
+
+
+@pytest.fixture
+def config() -> SQLlavaConfig:
+    return tiny_config()
+
+
+@pytest.fixture(scope="session")
+def llama_tokenizer() -> PreTrainedTokenizerFast:
+    return build_llama_style_tokenizer()
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    yield
