@@ -117,7 +117,8 @@ class SQLlavaPrototypeExtractor(SQLlavaPreTrainedModel):
                 "the image size, or lower `num_prototypes`."
             )
         input_dtype = image_features.dtype
-        compute_dtype = torch.float32 if self.compute_in_fp32 else input_dtype
+        # fp32 (or wider: float64 stays float64) for the routing; `prototype_extractor_fp32=False` keeps the input dtype.
+        compute_dtype = torch.promote_types(input_dtype, torch.float32) if self.compute_in_fp32 else input_dtype
         keys = self.key_proj(image_features)
         values = self.value_proj(image_features)
 
