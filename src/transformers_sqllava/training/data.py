@@ -1,0 +1,316 @@
+# Copyright 2026 The transformers-sqllava authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""LLaVA JSON data (sqllava-reference.md §4.1-4.3) as a `datasets.Dataset` in TRL's vision format.
+
+The LLaVA format is a JSON list of samples::
+
+    {"id": "000000033471", "image": "coco/train2017/000000033471.jpg",
+     "conversations": [{"from": "human", "value": "<image>\\nWhat are the colors of the bus?"},
+                       {"from": "gpt", "value": "The bus is white and red."}, ...]}
+
+Stage-1 ("plain", image-caption) and stage-2 (instruction) data share this format: stage 1 simply has two turns per
+sample. How a stage renders them (the caption-only "plain" template, the v1_sq template with vuser turns) is the
+collator's business, not the loader's.
+"""
+
+import json
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from datasets import Dataset, Features, List, Value
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+IMAGE_PLACEHOLDER = "<image>"
+
+# LLaVA speaker -> chat role. `vuser` is accepted like the reference's `preprocess_v1_sq*` role maps do (§4.1): a
+# dataset may carry explicit self-questioning turns.
+ROLE_MAP = {"human": "user", "gpt": "assistant", "vuser": "vuser"}
+
+# Explicit, so a file of text-only samples (no image paths at all) gets the same schema as a mixed one.
+_FEATURES = Features(
+    {
+        "id": Value("string"),
+        "messages": List({"role": Value("string"), "content": List({"type": Value("string"), "text": Value("string")})}),
+        "image_paths": List(Value("string")),
+    }
+)
+
+
+@dataclass
+class SkippedSample:
+    """A sample that `load_llava_dataset(..., on_missing_image="skip")` left out, and why."""
+
+    id: str
+    image_path: str
+    reason: str
+
+
+@dataclass
+class LlavaDatasetReport:
+    r"""
+    What [`load_llava_dataset`] loaded and what it left out.
+
+    Args:
+        num_samples (`int`, defaults to 0):
+            Rows in the returned dataset.
+        num_image_samples (`int`, defaults to 0):
+            Rows with an image.
+        num_text_only_samples (`int`, defaults to 0):
+            Rows without an image.
+        skipped (`list[SkippedSample]`, defaults to `[]`):
+            Samples left out because their image was missing or unreadable (`on_missing_image="skip"` only).
+    """
+
+    num_samples: int = 0
+    num_image_samples: int = 0
+    num_text_only_samples: int = 0
+    skipped: list[SkippedSample] = field(default_factory=list)
+
+    @property
+    def num_skipped(self) -> int:
+        return len(self.skipped)
+
+
+def _sample_id(sample: dict[str, Any], index: int) -> str:
+    # LLaVA ids are strings or ints; Arrow wants one type. Samples without an id are named by their position.
+    return str(sample["id"]) if sample.get("id") is not None else f"#{index}"
+
+
+def _convert_turn(turn: Any, sample_id: str, turn_index: int, has_image: bool) -> dict[str, Any]:
+    if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
+        raise ValueError(
+            f"Sample {sample_id!r}, turn {turn_index}: every turn must be a dict with 'from' and 'value', got {turn!r}."
+        )
+    speaker, text = turn["from"], turn["value"]
+    if speaker not in ROLE_MAP:
+        raise ValueError(
+            f"Sample {sample_id!r}, turn {turn_index}: unknown speaker 'from': {speaker!r}. Use one of "
+            f"{sorted(ROLE_MAP)} ('human' -> user, 'gpt' -> assistant, 'vuser' -> the virtual user)."
+        )
+    if not isinstance(text, str):
+        raise ValueError(f"Sample {sample_id!r}, turn {turn_index}: 'value' must be a string, got {type(text).__name__}.")
+
+    role = ROLE_MAP[speaker]
+    if IMAGE_PLACEHOLDER not in text:
+        return {"role": role, "content": [{"type": "text", "text": text}]}
+    if not has_image:
+        raise ValueError(
+            f"Sample {sample_id!r}, turn {turn_index} contains {IMAGE_PLACEHOLDER!r} but the sample has no 'image'. "
+            f"Add the image file as 'image', or remove {IMAGE_PLACEHOLDER!r} from the text."
+        )
+    if turn_index != 0 or speaker != "human":
+        raise ValueError(
+            f"Sample {sample_id!r}: {IMAGE_PLACEHOLDER!r} appears in turn {turn_index} ({speaker!r}); SQ-LLaVA takes one "
+            "image, placed in the first human turn. Move the placeholder there."
+        )
+    # preprocess_multimodal (§4.3): remove every placeholder, strip, and put the image first.
+    text = text.replace(IMAGE_PLACEHOLDER, "").strip()
+    return {"role": role, "content": [{"type": "image", "text": None}, {"type": "text", "text": text}]}
+
+
+def convert_llava_sample(sample: dict[str, Any], index: int = 0) -> dict[str, Any]:
+    """
+    Converts one LLaVA sample to TRL's conversational vision format, without touching the image file.
+
+    Args:
+        sample (`dict`):
+            `{"id", "image"?, "conversations": [{"from", "value"}, ...]}`.
+        index (`int`, *optional*, defaults to 0):
+            The sample's position, used as its name in errors when it has no `id`.
+
+    Returns:
+        `dict` with `id` (`str`), `messages` (list of `{"role", "content": [{"type", "text"}, ...]}`, the image part
+        first in the first user turn) and `image` (the relative path, or `None`).
+    """
+    if not isinstance(sample, dict):
+        raise ValueError(f"Sample #{index} must be a JSON object, got {type(sample).__name__}.")
+    sample_id = _sample_id(sample, index)
+    image = sample.get("image")
+    if image is not None and not isinstance(image, str):
+        raise ValueError(
+            f"Sample {sample_id!r}: 'image' must be one file path (a string), got {image!r}. SQ-LLaVA takes one image "
+            "per sample."
+        )
+    conversations = sample.get("conversations")
+    if not isinstance(conversations, list) or not conversations:
+        raise ValueError(
+            f"Sample {sample_id!r} has no conversation: 'conversations' must be a non-empty list of turns, got "
+            f"{conversations!r}."
+        )
+    has_image = image is not None
+    messages = [_convert_turn(turn, sample_id, i, has_image) for i, turn in enumerate(conversations)]
+    if has_image and not any(part["type"] == "image" for part in messages[0]["content"]):
+        raise ValueError(
+            f"Sample {sample_id!r} has an image but its first human turn has no {IMAGE_PLACEHOLDER!r} placeholder. "
+            f"Add {IMAGE_PLACEHOLDER!r} to the first human turn (LLaVA data puts '<image>\\n' before the question)."
+        )
+    return {"id": sample_id, "messages": messages, "image": image}
+
+
+def _open_image(path: str, sample_id: str) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError) as error:  # FileNotFoundError, PIL.UnidentifiedImageError, truncated files
+        raise OSError(f"Sample {sample_id!r}: cannot read image {path!r}: {error}") from error
+
+
+def _check_image(path: str, verify: bool) -> str | None:
+    """Returns why the image cannot be used, or `None` if it looks fine."""
+    if not os.path.isfile(path):
+        return "file not found"
+    if verify:
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except Exception as error:  # PIL raises many types for corrupt files
+            return f"unreadable ({type(error).__name__}: {error})"
+    return None
+
+
+def _drop_none(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # Arrow stores every content part with both keys; give back `{"type": "image"}` as TRL's examples write it.
+    return [{key: value for key, value in part.items() if value is not None} for part in parts]
+
+
+def _load_images(batch: dict[str, list]) -> dict[str, list]:
+    """`Dataset.with_transform` function: opens the row's image(s) only when the row is read."""
+    return {
+        "id": batch["id"],
+        "messages": [
+            [{"role": message["role"], "content": _drop_none(message["content"])} for message in messages]
+            for messages in batch["messages"]
+        ],
+        "images": [
+            [_open_image(path, sample_id) for path in paths]
+            for sample_id, paths in zip(batch["id"], batch["image_paths"])
+        ],
+    }
+
+
+def load_llava_dataset(
+    data: str | os.PathLike | Iterable[dict[str, Any]],
+    image_folder: str | os.PathLike | None = None,
+    *,
+    on_missing_image: Literal["raise", "skip"] = "raise",
+    verify_images: bool = False,
+    return_report: bool = False,
+) -> Dataset | tuple[Dataset, LlavaDatasetReport]:
+    r"""
+    Loads LLaVA JSON data into a `datasets.Dataset` in TRL's conversational vision format.
+
+    Every row has:
+
+    - `id` (`str`): the sample's id;
+    - `messages`: the conversation with roles `user` (LLaVA `human`), `assistant` (`gpt`) and `vuser` (`vuser`), each
+      content a list of parts. The first user turn of an image sample starts with `{"type": "image"}` and its text has
+      the `<image>` placeholder removed and is stripped, as the reference's `preprocess_multimodal` does (§4.3);
+    - `images`: a list with the sample's RGB `PIL.Image`, empty for text-only samples.
+
+    Images are read lazily: the dataset stores their paths and a `with_transform` opens a file (and converts it to
+    RGB) only when its row is read, e.g. by the `DataLoader`. Loading 665K samples therefore costs a JSON parse and one
+    `stat` per image, and a worker process holds only the images of its current batch. The transform only formats
+    rows: `dataset.map`/`filter` see the stored columns (`id`, `messages`, `image_paths`).
+
+    Missing images are found when loading (one `os.path.isfile` per sample); with `verify_images=True` every image is
+    also opened and checked with `PIL.Image.verify`, which finds corrupt files up front at the cost of reading them.
+    A file that fails later, when its row is read, raises an `OSError` naming the sample id and path.
+
+    Args:
+        data (`str`, `os.PathLike` or iterable of `dict`):
+            The JSON file (a list of samples), or the samples themselves.
+        image_folder (`str` or `os.PathLike`, *optional*):
+            The folder the samples' `image` paths are relative to (the reference's `--image_folder`). Defaults to the
+            JSON file's folder, or the working directory when `data` is not a file.
+        on_missing_image (`str`, *optional*, defaults to `"raise"`):
+            What to do with a sample whose image is missing (or unreadable, with `verify_images=True`): `"raise"` a
+            `FileNotFoundError` naming the sample id and path, or `"skip"` the sample. Skipped samples are counted,
+            logged with a warning and listed in the report.
+        verify_images (`bool`, *optional*, defaults to `False`):
+            Open and verify every image while loading.
+        return_report (`bool`, *optional*, defaults to `False`):
+            Also return a [`LlavaDatasetReport`] with the counts and the skipped samples.
+
+    Returns:
+        `datasets.Dataset`, or `(Dataset, LlavaDatasetReport)` with `return_report=True`.
+
+    Example:
+
+    ```python
+    >>> dataset, report = load_llava_dataset("llava_v1_5_mix665k.json", "data/", on_missing_image="skip",
+    ...                                      return_report=True)
+    >>> report.num_skipped
+    0
+    >>> dataset[0]["messages"][0]
+    {'role': 'user', 'content': [{'type': 'image'}, {'type': 'text', 'text': 'What are the colors of the bus?'}]}
+    ```
+    """
+    if on_missing_image not in ("raise", "skip"):
+        raise ValueError(f"`on_missing_image` must be 'raise' or 'skip', got {on_missing_image!r}.")
+    if isinstance(data, (str, os.PathLike)):
+        with open(data, encoding="utf-8") as file:
+            samples = json.load(file)
+        if not isinstance(samples, list):
+            raise ValueError(f"{os.fspath(data)!r} must hold a JSON list of samples, got a {type(samples).__name__}.")
+        default_folder = os.path.dirname(os.path.abspath(data))
+    else:
+        samples = list(data)
+        default_folder = os.getcwd()
+    image_folder = os.fspath(image_folder) if image_folder is not None else default_folder
+
+    report = LlavaDatasetReport()
+    rows = {"id": [], "messages": [], "image_paths": []}
+    for index, sample in enumerate(samples):
+        row = convert_llava_sample(sample, index)
+        image_paths = []
+        if row["image"] is not None:
+            path = os.path.join(image_folder, row["image"])
+            problem = _check_image(path, verify_images)
+            if problem is not None:
+                if on_missing_image == "raise":
+                    raise FileNotFoundError(
+                        f"Sample {row['id']!r}: image {path!r}: {problem}. Check `image_folder`, or pass "
+                        "`on_missing_image='skip'` to leave such samples out (they are counted and reported)."
+                    )
+                report.skipped.append(SkippedSample(id=row["id"], image_path=path, reason=problem))
+                continue
+            image_paths.append(path)
+        rows["id"].append(row["id"])
+        rows["messages"].append(row["messages"])
+        rows["image_paths"].append(image_paths)
+        report.num_image_samples += bool(image_paths)
+        report.num_text_only_samples += not image_paths
+
+    report.num_samples = len(rows["id"])
+    if report.skipped:
+        examples = ", ".join(f"{s.id!r} ({s.image_path}: {s.reason})" for s in report.skipped[:5])
+        logger.warning(
+            "Skipped %d of %d samples whose image is missing or unreadable, e.g. %s.",
+            report.num_skipped,
+            len(samples),
+            examples,
+        )
+    if not rows["id"]:
+        raise ValueError(f"No samples left to load ({len(samples)} read, {report.num_skipped} skipped).")
+
+    dataset = Dataset.from_dict(rows, features=_FEATURES).with_transform(_load_images)
+    return (dataset, report) if return_report else dataset
+
+
+__all__ = ["LlavaDatasetReport", "SkippedSample", "convert_llava_sample", "load_llava_dataset"]
