@@ -1,0 +1,128 @@
+"""SQ-LLaVA's chat template renders the reference's prompts character for character (sqllava-reference.md §3.2)."""
+
+import pytest
+from conftest import tiny_processor
+from jinja2.exceptions import TemplateError
+
+from transformers_sqllava import SYSTEM_PROMPT_V1, SYSTEM_PROMPT_V1_SQ, build_chat_template
+
+# Copied verbatim from sqllava-reference.md §3.2 (v1_sq keeps the reference's missing space, "questions.Also").
+REFERENCE_V1 = (
+    "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, "
+    "and polite answers to the user's questions."
+)
+REFERENCE_V1_SQ = (
+    "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, "
+    "and polite answers to the user's questions.Also, the artificial intelligence assistant is a curious virtual user. "
+    "The virtual user asks complex questions that are relevant to the content in the image, for example, asking about "
+    "background knowledge of the objects in the image, asking to discuss about events happening in the image, etc. "
+    "Again, do not ask about uncertain details."
+)
+
+IMAGE_QUESTION = [{"type": "image"}, {"type": "text", "text": "Q0"}]
+MULTI_TURN = [
+    {"role": "user", "content": IMAGE_QUESTION},
+    {"role": "assistant", "content": "A0"},
+    {"role": "vuser", "content": "Q1"},
+    {"role": "assistant", "content": "A1"},
+    {"role": "user", "content": "Q2"},
+    {"role": "assistant", "content": "A2"},
+]
+
+
+@pytest.fixture(scope="module")
+def native_processor():
+    return tiny_processor(vuser_token="[vusr]")
+
+
+def test_system_prompts_are_the_reference_strings():
+    assert SYSTEM_PROMPT_V1 == REFERENCE_V1
+    assert SYSTEM_PROMPT_V1_SQ == REFERENCE_V1_SQ
+    assert "questions.Also," in SYSTEM_PROMPT_V1_SQ
+
+
+def test_question_answering_prompt(processor):
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is this?"}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    assert prompt == REFERENCE_V1 + " USER: <image>\nWhat is this? ASSISTANT:"
+
+
+def test_multi_turn_with_vuser_turns(processor):
+    prompt = processor.apply_chat_template(MULTI_TURN, system_prompt="v1_sq")
+    assert prompt == (
+        REFERENCE_V1_SQ + " USER: <image>\nQ0 ASSISTANT: A0</s>VUSER: Q1</s> ASSISTANT: A1</s>USER: Q2 ASSISTANT: A2</s>"
+    )
+
+
+def test_self_question_prompt(processor):
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Can you describe the image in detail?"}]},
+        {"role": "assistant", "content": "A red circle."},
+    ]
+    prompt = processor.apply_chat_template(
+        messages, add_generation_prompt=True, generation_role="vuser", system_prompt="v1_sq"
+    )
+    assert prompt == (
+        REFERENCE_V1_SQ + " USER: <image>\nCan you describe the image in detail? ASSISTANT: A red circle.</s>VUSER:"
+    )
+
+
+def test_default_system_prompt_is_v1_and_an_explicit_system_message_wins(processor):
+    messages = [{"role": "user", "content": "Hi"}]
+    assert processor.apply_chat_template(messages) == REFERENCE_V1 + " USER: Hi "
+    assert processor.apply_chat_template(messages, system_prompt="v1") == REFERENCE_V1 + " USER: Hi "
+    with_system = [{"role": "system", "content": "SYS"}, *messages]
+    assert processor.apply_chat_template(with_system, add_generation_prompt=True) == "SYS USER: Hi ASSISTANT:"
+
+
+def test_native_marker_renders_as_vusr_colon(native_processor):
+    prompt = native_processor.apply_chat_template(MULTI_TURN[:4])
+    assert prompt == REFERENCE_V1 + " USER: <image>\nQ0 ASSISTANT: A0</s>[vusr]: Q1</s> ASSISTANT: A1</s>"
+    ask = native_processor.apply_chat_template(MULTI_TURN[:2], add_generation_prompt=True, generation_role="vuser")
+    assert ask.endswith("ASSISTANT: A0</s>[vusr]:")
+
+
+def test_saved_template_carries_its_marker_for_other_runtimes():
+    # Rendered without the processor's `vuser_token` variable, the template falls back to the marker it was built for.
+    assert '| default("VUSER")' in build_chat_template("VUSER")
+    assert '| default("[vusr]")' in build_chat_template("[vusr]")
+
+
+def test_images_come_first_and_plain_strings_are_accepted(processor):
+    text_then_image = [{"role": "user", "content": [{"type": "text", "text": "Q"}, {"type": "image"}]}]
+    assert processor.apply_chat_template(text_then_image).endswith(" USER: <image>\nQ ")
+    plain = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": [{"type": "text", "text": "A"}]}]
+    assert processor.apply_chat_template(plain).endswith(" USER: Q ASSISTANT: A</s>")
+
+
+@pytest.mark.parametrize(
+    "messages, kwargs, message",
+    [
+        ([{"role": "user", "content": "Q"}, {"role": "user", "content": "Q"}], {}, 'follows a "user" turn'),
+        ([{"role": "assistant", "content": "A"}], {}, "comes first"),
+        (
+            [{"role": "user", "content": "Q"}, {"role": "assistant", "content": [{"type": "image"}]}],
+            {},
+            "Images go in user turns",
+        ),
+        ([{"role": "human", "content": "Q"}], {}, "Unknown role"),
+        ([{"role": "vuser", "content": "Q"}], {}, "must follow an assistant turn"),
+        (
+            [{"role": "user", "content": "Q"}, {"role": "system", "content": "S"}],
+            {},
+            "can only be the first message",
+        ),
+        ([{"role": "user", "content": "Q"}], {"add_generation_prompt": True, "generation_role": "vuser"}, "answer first"),
+        ([{"role": "user", "content": "Q"}], {"add_generation_prompt": True, "generation_role": "bot"}, "generation_role"),
+        ([{"role": "user", "content": "Q"}], {"system_prompt": "v2"}, '"v1" (answering'),
+        ([{"role": "user", "content": [{"type": "video"}]}], {}, "Unsupported content type"),
+    ],
+)
+def test_malformed_conversations_raise_a_clear_error(processor, messages, kwargs, message):
+    with pytest.raises(TemplateError, match=message.replace("(", r"\(")):
+        processor.apply_chat_template(messages, **kwargs)
+
+
+def test_ending_on_assistant_with_an_answer_prompt_raises(processor):
+    with pytest.raises(TemplateError, match='generation_role="vuser"'):
+        processor.apply_chat_template(MULTI_TURN, add_generation_prompt=True)
