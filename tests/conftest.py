@@ -108,3 +108,22 @@ def llama_tokenizer() -> PreTrainedTokenizerFast:
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+def tiny_processor(vuser_token: str = "VUSER", **kwargs):
+    """`SQLlavaProcessor` for `tiny_config()`: the Llama-style tokenizer (+ `<image>` 419, `<pad>` 420) and 16 px images.
+
+    With the default plain-text marker "VUSER" (a converted checkpoint) the vocabulary matches `tiny_config()`'s 421;
+    `vuser_token="[vusr]"` adds a 422nd token (see `resize_embeddings_for_processor`).
+    """
+    from transformers_sqllava import SQLlavaImageProcessor, SQLlavaProcessor
+
+    image_processor = SQLlavaImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16})
+    return SQLlavaProcessor(
+        image_processor, build_llama_style_tokenizer(), image_seq_length=16, vuser_token=vuser_token, **kwargs
+    )
+
+
+@pytest.fixture(scope="session")
+def processor():
+    return tiny_processor()

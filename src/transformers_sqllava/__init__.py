@@ -4,7 +4,7 @@ Importing this package registers `model_type="sqllava"` with `AutoConfig`, `Auto
 `AutoModelForImageTextToText` (and `AutoProcessor`), so the Auto classes and `pipeline` load SQ-LLaVA checkpoints.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageTextToText, AutoProcessor
 
 from .configuration_sqllava import SQLlavaConfig
 from .modeling_sqllava import (
@@ -14,14 +14,30 @@ from .modeling_sqllava import (
     SQLlavaPreTrainedModel,
     SQLlavaPrototypeExtractor,
 )
+from .processing_sqllava import (
+    SYSTEM_PROMPT_V1,
+    SYSTEM_PROMPT_V1_SQ,
+    SQLlavaImageProcessor,
+    SQLlavaProcessor,
+    build_chat_template,
+    resize_embeddings_for_processor,
+)
 
 __version__ = "0.1.0"
 
 AutoConfig.register(SQLlavaConfig.model_type, SQLlavaConfig, exist_ok=True)
 AutoModel.register(SQLlavaConfig, SQLlavaModel, exist_ok=True)
 AutoModelForImageTextToText.register(SQLlavaConfig, SQLlavaForConditionalGeneration, exist_ok=True)
+AutoImageProcessor.register(SQLlavaConfig, image_processor_classes={"pil": SQLlavaImageProcessor}, exist_ok=True)
+AutoProcessor.register(SQLlavaConfig, SQLlavaProcessor, exist_ok=True)
 
 __all__ = [
+    "SYSTEM_PROMPT_V1",
+    "SYSTEM_PROMPT_V1_SQ",
+    "SQLlavaImageProcessor",
+    "SQLlavaProcessor",
+    "build_chat_template",
+    "resize_embeddings_for_processor",
     "SQLlavaConfig",
     "SQLlavaForConditionalGeneration",
     "SQLlavaModel",
