@@ -13,12 +13,13 @@ REFERENCE_V1 = (
 )
 REFERENCE_V1_SQ = (
     "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, "
-    "and polite answers to the user's questions.Also, the artificial intelligence assistant is a curious virtual user. "
-    "The virtual user asks complex questions that are relevant to the content in the image, for example, asking about "
+    "and polite answers to the user's questions.Also, the artificial intelligence assistant is a curious virtual "
+    "user. The virtual user asks complex questions that are relevant to the content in the image, for example, asking about "
     "background knowledge of the objects in the image, asking to discuss about events happening in the image, etc. "
     "Again, do not ask about uncertain details."
 )
 
+DESCRIBE = "Can you describe the image in detail?"
 IMAGE_QUESTION = [{"type": "image"}, {"type": "text", "text": "Q0"}]
 MULTI_TURN = [
     {"role": "user", "content": IMAGE_QUESTION},
@@ -50,13 +51,14 @@ def test_question_answering_prompt(processor):
 def test_multi_turn_with_vuser_turns(processor):
     prompt = processor.apply_chat_template(MULTI_TURN, system_prompt="v1_sq")
     assert prompt == (
-        REFERENCE_V1_SQ + " USER: <image>\nQ0 ASSISTANT: A0</s>VUSER: Q1</s> ASSISTANT: A1</s>USER: Q2 ASSISTANT: A2</s>"
+        REFERENCE_V1_SQ
+        + " USER: <image>\nQ0 ASSISTANT: A0</s>VUSER: Q1</s> ASSISTANT: A1</s>USER: Q2 ASSISTANT: A2</s>"
     )
 
 
 def test_self_question_prompt(processor):
     messages = [
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Can you describe the image in detail?"}]},
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": DESCRIBE}]},
         {"role": "assistant", "content": "A red circle."},
     ]
     prompt = processor.apply_chat_template(
@@ -112,8 +114,8 @@ def test_images_come_first_and_plain_strings_are_accepted(processor):
             {},
             "can only be the first message",
         ),
-        ([{"role": "user", "content": "Q"}], {"add_generation_prompt": True, "generation_role": "vuser"}, "answer first"),
-        ([{"role": "user", "content": "Q"}], {"add_generation_prompt": True, "generation_role": "bot"}, "generation_role"),
+        ([{"role": "user", "content": "Q"}], {"add_generation_prompt": True, "generation_role": "vuser"}, "first"),
+        ([{"role": "user", "content": "Q"}], {"add_generation_prompt": True, "generation_role": "bot"}, "must be"),
         ([{"role": "user", "content": "Q"}], {"system_prompt": "v2"}, '"v1" (answering'),
         ([{"role": "user", "content": [{"type": "video"}]}], {}, "Unsupported content type"),
     ],

@@ -55,15 +55,15 @@ SYSTEM_PROMPT_V1 = (
 # is the reference's (its string is a concatenation); the released checkpoints were trained on it, so we keep it.
 SYSTEM_PROMPT_V1_SQ = (
     "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, "
-    "and polite answers to the user's questions.Also, the artificial intelligence assistant is a curious virtual user. "
-    "The virtual user asks complex questions that are relevant to the content in the image, for example, asking about "
-    "background knowledge of the objects in the image, asking to discuss about events happening in the image, etc. "
+    "and polite answers to the user's questions.Also, the artificial intelligence assistant is a curious virtual "
+    "user. The virtual user asks complex questions that are relevant to the content in the image, for example, "
+    "asking about background knowledge of the objects in the image, asking to discuss about events happening in the image, etc. "
     "Again, do not ask about uncertain details."
 )
 SYSTEM_PROMPTS = {"v1": SYSTEM_PROMPT_V1, "v1_sq": SYSTEM_PROMPT_V1_SQ}
 
 # The virtual user's role marker. Checkpoints converted from the original release learned the plain text "VUSER"
-# (reference §3.5: no new token); models set up by this package get the added special token "[vusr]" (the paper's name).
+# (reference §3.5: no new token); models set up by this package get the added special token "[vusr]" (paper's name).
 ORIGINAL_VUSER_MARKER = "VUSER"
 NATIVE_VUSER_TOKEN = "[vusr]"
 
@@ -243,7 +243,7 @@ class SQLlavaImageProcessor(LlavaImageProcessorPil):
     do_pad = True
 
     def fetch_images(self, image_url_or_urls):
-        # Reference §4.2 opens files with `Image.open(...)`: no EXIF transpose (transformers' `load_image` applies one).
+        # Reference §4.2 opens files with `Image.open(...)`: no EXIF transpose (transformers' `load_image` does one).
         if isinstance(image_url_or_urls, (str, os.PathLike)) and os.path.isfile(image_url_or_urls):
             image = PIL.Image.open(image_url_or_urls)
             image.load()
@@ -316,7 +316,7 @@ class SQLlavaProcessor(ProcessorMixin):
         if tokenizer is None:
             raise ValueError("SQLlavaProcessor needs a tokenizer: pass the Vicuna tokenizer as `tokenizer=`.")
         if not isinstance(image_seq_length, int) or image_seq_length < 1:
-            raise ValueError(f"`image_seq_length` must be a positive int (576 for SQ-LLaVA), got {image_seq_length!r}.")
+            raise ValueError(f"`image_seq_length` must be a positive int (576 for SQ-LLaVA): {image_seq_length!r}.")
         self.image_token = image_token
         self.image_seq_length = image_seq_length
         self.vuser_token = vuser_token
@@ -328,9 +328,9 @@ class SQLlavaProcessor(ProcessorMixin):
         self._sentencepiece_model = self._find_sentencepiece_model(tokenizer)
         if getattr(tokenizer, "legacy", None) is False:
             logger.warning_once(
-                "The tokenizer has `legacy=False`: calling it directly drops sentencepiece's dummy prefix after special "
-                "tokens, unlike the reference tokenizer SQ-LLaVA checkpoints were trained with (sqllava-reference.md "
-                "§3.1). SQLlavaProcessor's own ids are not affected; load the tokenizer with `legacy=True` for code "
+                "The tokenizer has `legacy=False`: calling it directly drops sentencepiece's dummy prefix after "
+                "special tokens, unlike the reference tokenizer SQ-LLaVA checkpoints were trained with "
+                "(sqllava-reference.md §3.1). SQLlavaProcessor's own ids are not affected; load the tokenizer with `legacy=True` for code "
                 "that tokenises prompts without the processor."
             )
 
@@ -357,7 +357,7 @@ class SQLlavaProcessor(ProcessorMixin):
 
     @staticmethod
     def _find_sentencepiece_model(tokenizer):
-        """The backend model of a Llama-style tokenizer (dummy prefix "▁", spaces as "▁"), or None for other tokenizers."""
+        """The backend model of a Llama-style tokenizer (dummy prefix "▁", spaces as "▁"), else None."""
         backend = getattr(tokenizer, "backend_tokenizer", None)
         if backend is None:
             return None
@@ -371,7 +371,7 @@ class SQLlavaProcessor(ProcessorMixin):
 
     @property
     def control_tokens(self) -> list[str]:
-        """The tokens that are structure, not text: the tokenizer's special tokens, `<image>` and a special vuser marker."""
+        """Structure, not text: the tokenizer's special tokens, `<image>` and a special vuser marker."""
         tokens = {token.content for token in self.tokenizer.added_tokens_decoder.values() if token.special}
         tokens.add(self.image_token)
         if self.vuser_token != ORIGINAL_VUSER_MARKER:
@@ -408,7 +408,9 @@ class SQLlavaProcessor(ProcessorMixin):
             images = make_flat_list_of_images(self.image_processor.fetch_images(images))
         self._check_image_count(texts, images, marked)
 
-        merged = self._merge_kwargs(self.valid_processor_kwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs)
+        merged = self._merge_kwargs(
+            self.valid_processor_kwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs
+        )
         text_kwargs, images_kwargs = merged["text_kwargs"], merged["images_kwargs"]
         return_tensors = text_kwargs.pop("return_tensors", None)
         data = {}
@@ -423,8 +425,9 @@ class SQLlavaProcessor(ProcessorMixin):
             too_long = [len(ids) for ids in input_ids if len(ids) > max_length]
             if too_long:
                 raise ValueError(
-                    f"Prompts of {too_long} tokens exceed max_length={max_length}. SQLlavaProcessor does not truncate: "
-                    "a cut could split the image tokens or a turn. Shorten the conversation or raise `max_length`."
+                    f"Prompts of {too_long} tokens exceed max_length={max_length}. SQLlavaProcessor does not "
+                    "truncate: a cut could split the image tokens or a turn. Shorten the conversation or raise "
+                    "`max_length`."
                 )
         padded = self.tokenizer.pad(
             {"input_ids": input_ids},
@@ -454,7 +457,8 @@ class SQLlavaProcessor(ProcessorMixin):
         if num_placeholders == 0:
             raise ValueError(
                 f"{num_images} image(s) were given but the text has no {self.image_token} placeholder. Put "
-                f"{self.image_token} where each image goes (the reference writes 'USER: {self.image_token}\\nquestion'), "
+                f"{self.image_token} where each image goes (the reference writes "
+                f"'USER: {self.image_token}\\nquestion'), "
                 'or use `apply_chat_template` with {"type": "image"} content blocks.'
             )
         raise ValueError(
@@ -465,7 +469,8 @@ class SQLlavaProcessor(ProcessorMixin):
     def _encode_prompt(self, text: str, add_bos: bool, marked: bool) -> list[int]:
         """Reference `tokenizer_image_token` (§3.4): split on structure tokens, encode each text chunk on its own."""
         control_pattern = "|".join(re.escape(token) for token in self.control_tokens)
-        marker_pattern = f"{_CONTROL_TOKEN_START}(.*?){_CONTROL_TOKEN_END}|[{_CONTROL_TOKEN_START}{_CONTROL_TOKEN_END}]"
+        start, end = _CONTROL_TOKEN_START, _CONTROL_TOKEN_END
+        marker_pattern = f"{start}(.*?){end}|[{start}{end}]"
         pattern = re.compile(f"{marker_pattern}|{control_pattern}" if marked else control_pattern, re.DOTALL)
 
         bos = self.tokenizer.bos_token
@@ -494,7 +499,7 @@ class SQLlavaProcessor(ProcessorMixin):
             return []  # the reference's `tokenizer("")` gives only the BOS it then drops
         if self._sentencepiece_model is not None:
             # Sentencepiece (add_dummy_prefix, no whitespace collapsing) always prepends "▁", even before a leading
-            # space: " ASSISTANT:" -> "▁▁ASSISTANT:". Feeding the backend model directly keeps that for every pipeline.
+            # space: " ASSISTANT:" -> "▁▁ASSISTANT:". Feeding the backend model directly keeps that in any pipeline.
             ids = [token.id for token in self._sentencepiece_model.tokenize("▁" + chunk.replace(" ", "▁"))]
         else:
             ids = self.tokenizer.encode(chunk, add_special_tokens=False, split_special_tokens=True)
@@ -552,7 +557,8 @@ class SQLlavaProcessor(ProcessorMixin):
                 assistant turn (self-questioning, reference §3.6).
             system_prompt (`str`, *optional*):
                 The system prompt when the conversation has no system message: `"v1"` (the default: answering and
-                benchmarks, [`SYSTEM_PROMPT_V1`]) or `"v1_sq"` (self-questioning and training, [`SYSTEM_PROMPT_V1_SQ`]).
+                benchmarks, [`SYSTEM_PROMPT_V1`]) or `"v1_sq"` (self-questioning and training,
+                [`SYSTEM_PROMPT_V1_SQ`]).
             tokenize (`bool`, *optional*, defaults to `False`):
                 Return token ids (and `pixel_values` with `return_dict=True`) instead of the string.
             sanitize_control_tokens (`bool`, *optional*):
