@@ -20,9 +20,12 @@ Everything but the projector is transformers' LLaVA: the vision tower, the place
 the loss and generation. The projector is the reference's `Clustering` module (sqllava-reference.md §1.3).
 """
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import BitsAndBytesConfig
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.models.auto import AutoModel
@@ -48,6 +51,11 @@ class SQLlavaCausalLMOutputWithPast(LlavaCausalLMOutputWithPast):
 class SQLlavaPreTrainedModel(LlavaPreTrainedModel):
     config: SQLlavaConfig
     _no_split_modules = ["SQLlavaPrototypeExtractor"]
+    # Quantization: what bitsandbytes keeps in full precision when a `BitsAndBytesConfig` has no
+    # `llm_int8_skip_modules` (filled in by `from_pretrained` below). Paths from the model's root: transformers 5
+    # matches skip modules as prefixes or suffixes of full names, so under `SQLlavaForConditionalGeneration` a bare
+    # "multi_modal_projector" would match nothing.
+    _default_llm_int8_skip_modules: list[str] | None = None
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -55,6 +63,65 @@ class SQLlavaPreTrainedModel(LlavaPreTrainedModel):
             # The reference starts the gate at sigmoid(0 + 1 * cos): alpha = 1, beta = 0 (§1.3).
             init.ones_(module.gate_scale)
             init.zeros_(module.gate_bias)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        r"""
+        [`~transformers.PreTrainedModel.from_pretrained`] with two bitsandbytes defaults for SQ-LLaVA.
+
+        - A `quantization_config=BitsAndBytesConfig(...)` (or its dict) without `llm_int8_skip_modules` gets
+          `_default_llm_int8_skip_modules`: the vision tower, the prototype extractor + projector and `lm_head` stay in
+          full precision and only the language model's linears are quantized, as in the reference's 4/8-bit path
+          (LLaVA `train.py`: `llm_int8_skip_modules=["mm_projector"]`, the CLIP tower is built after quantization).
+          Transformers' own default keeps only `lm_head`, which would also quantize the extractor, whose routing reads
+          `prototype_proj.weight` directly and cannot use a packed 4-bit weight. A list the user passes, even `[]`, is
+          used as given. The list is written to `config.quantization_config`, so a saved 4-bit model reloads with the
+          same layout.
+        - After a 4-bit load, CPU weight repacking is switched off on every `Linear4bit`: see
+          [`~SQLlavaPreTrainedModel.disable_bnb_cpu_weight_repacking`].
+        """
+        quantization_config = kwargs.get("quantization_config")
+        default_skip_modules = cls._default_llm_int8_skip_modules
+        if default_skip_modules is not None:
+            if isinstance(quantization_config, BitsAndBytesConfig):
+                if quantization_config.llm_int8_skip_modules is None:
+                    quantization_config = copy.deepcopy(quantization_config)  # the caller's object stays untouched
+                    quantization_config.llm_int8_skip_modules = list(default_skip_modules)
+            elif isinstance(quantization_config, dict) and quantization_config.get("quant_method") == "bitsandbytes":
+                if quantization_config.get("llm_int8_skip_modules") is None:
+                    quantization_config = {**quantization_config, "llm_int8_skip_modules": list(default_skip_modules)}
+            if quantization_config is not None:
+                kwargs["quantization_config"] = quantization_config
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # `output_loading_info=True` returns a tuple
+        if getattr(model, "is_loaded_in_4bit", False):
+            model.disable_bnb_cpu_weight_repacking()
+        return loaded
+
+    def disable_bnb_cpu_weight_repacking(self) -> int:
+        """
+        Sets `support_avx512bf16_for_cpu = False` on every bitsandbytes `Linear4bit` and returns how many it found.
+
+        On a CPU with AVX512-BF16, bitsandbytes 0.50 (its fused CPU kernel, bitsandbytes PR #1804) repacks a
+        `Linear4bit` weight in place on the first forward in eval mode without gradients, into a layout with bf16
+        `absmax`. Afterwards training forwards compute with the repacked bf16 weights, `state_dict()` (hence
+        `save_pretrained`) returns a different, lossy `absmax`, and moving the model off the CPU keeps the packed
+        layout (bitsandbytes#2078). Layers narrower than the 64-wide quantization block cannot be repacked at all: the
+        forward raises.
+
+        `from_pretrained` calls this after every 4-bit load; call it again after building `Linear4bit` layers yourself.
+        The price is the slower unfused CPU kernel in inference: to get the fused one back for an inference-only model,
+        set the attribute to `True` on the `Linear4bit` modules.
+
+        No bitsandbytes import: the attribute only exists on its `Linear4bit` (and subclasses), so this stays safe for
+        remote-code users without bitsandbytes.
+        """
+        num_layers = 0
+        for module in self.modules():
+            if hasattr(module, "support_avx512bf16_for_cpu"):
+                module.support_avx512bf16_for_cpu = False
+                num_layers += 1
+        return num_layers
 
 
 class SQLlavaPrototypeExtractor(SQLlavaPreTrainedModel):
@@ -187,6 +254,9 @@ class SQLlavaModel(SQLlavaPreTrainedModel, LlavaModel):
     [`SQLlavaMultiModalProjector`]. Inputs and outputs are those of `LlavaModel`.
     """
 
+    # Quantization: kept in full precision by default, see `SQLlavaPreTrainedModel.from_pretrained`.
+    _default_llm_int8_skip_modules = ["vision_tower", "multi_modal_projector"]
+
     def __init__(self, config: SQLlavaConfig):
         SQLlavaPreTrainedModel.__init__(self, config)
         self.vision_tower = AutoModel.from_config(config.vision_config)
@@ -233,6 +303,9 @@ class SQLlavaForConditionalGeneration(SQLlavaPreTrainedModel, LlavaForConditiona
     >>> model = AutoModelForImageTextToText.from_pretrained("path/to/sqllava-7b")
     >>> processor = AutoProcessor.from_pretrained("path/to/sqllava-7b")
     ```"""
+
+    # Quantization: kept in full precision by default, see `SQLlavaPreTrainedModel.from_pretrained`.
+    _default_llm_int8_skip_modules = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
 
     def __init__(self, config: SQLlavaConfig):
         SQLlavaPreTrainedModel.__init__(self, config)
