@@ -154,7 +154,7 @@ class Scene:
         return [obj for obj in self.objects if obj.matches(colour=colour, shape=shape, size=size)]
 
     def render(self, background: tuple[int, int, int] = BACKGROUND) -> Image.Image:
-        """Draw the scene: an RGB image of side `image_size`; no anti-aliasing, so object pixels are exactly its colour."""
+        """Draw the scene: an RGB image of side `image_size`, not anti-aliased (object pixels are exactly colour)."""
         image = Image.new("RGB", (self.image_size, self.image_size), background)
         draw = ImageDraw.Draw(image)
         cell_side = self.image_size / GRID_SIDE
