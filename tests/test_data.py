@@ -31,7 +31,11 @@ IMAGE_SAMPLE = {
 }
 TEXT_SAMPLE = {
     "id": 7,
-    "conversations": [{"from": "human", "value": "Hello"}, {"from": "gpt", "value": "Hi."}, {"from": "vuser", "value": "Why?"}],
+    "conversations": [
+        {"from": "human", "value": "Hello"},
+        {"from": "gpt", "value": "Hi."},
+        {"from": "vuser", "value": "Why?"},
+    ],
 }
 
 
@@ -40,7 +44,12 @@ def test_image_and_text_only_rows(tmp_path):
     dataset, report = load_llava_dataset(path, tmp_path / "images", return_report=True)
 
     assert len(dataset) == 2
-    assert (report.num_samples, report.num_image_samples, report.num_text_only_samples, report.num_skipped) == (2, 1, 1, 0)
+    assert (report.num_samples, report.num_image_samples, report.num_text_only_samples, report.num_skipped) == (
+        2,
+        1,
+        1,
+        0,
+    )
     row = dataset[0]
     assert row["id"] == "000000033471"
     assert row["messages"] == [
@@ -129,7 +138,11 @@ def test_accepts_samples_in_memory(tmp_path):
             r"'n', turn 0 contains '<image>' but the sample has no 'image'",
         ),
         (
-            {"id": "l", "image": "red.png", "conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "<image>"}]},
+            {
+                "id": "l",
+                "image": "red.png",
+                "conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "<image>"}],
+            },
             r"'l': '<image>' appears in turn 1",
         ),
         (

@@ -32,7 +32,9 @@ VISION_LINEARS = {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"}
 def make_batch(batch_size: int = 2, text_length: int = 6, seed: int = 0) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     text = torch.randint(3, 400, (batch_size, text_length), generator=generator)
-    input_ids = torch.cat([torch.ones(batch_size, 1, dtype=torch.long), torch.full((batch_size, 16), IMAGE_TOKEN_ID), text], 1)
+    input_ids = torch.cat(
+        [torch.ones(batch_size, 1, dtype=torch.long), torch.full((batch_size, 16), IMAGE_TOKEN_ID), text], 1
+    )
     labels = input_ids.clone()
     labels[:, :17] = -100
     return {
@@ -56,16 +58,23 @@ def lora_layers(model: nn.Module) -> dict[str, tuple[int, float, float]]:
 def test_stage1_trains_exactly_the_extractor_and_projector():
     model = prepare_stage1(SQLlavaForConditionalGeneration(tiny_config()))
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-    projector = {f"model.multi_modal_projector.{name}" for name, _ in model.model.multi_modal_projector.named_parameters()}
+    projector = {
+        f"model.multi_modal_projector.{name}" for name, _ in model.model.multi_modal_projector.named_parameters()
+    }
     assert trainable == projector
     assert any("prototype_extractor.gate_scale" in name for name in trainable)
     assert STAGE1_TRAINING_DEFAULTS["learning_rate"] == 1e-3
     kwargs = sft_config_kwargs(stage=1, learning_rate=2e-3)  # the paper's rate, as an override
-    assert kwargs["learning_rate"] == 2e-3 and kwargs["lr_scheduler_type"] == "cosine" and kwargs["warmup_steps"] == 0.03
+    assert (
+        kwargs["learning_rate"] == 2e-3 and kwargs["lr_scheduler_type"] == "cosine" and kwargs["warmup_steps"] == 0.03
+    )
     assert kwargs["remove_unused_columns"] is False and kwargs["max_length"] is None
 
 
-@pytest.mark.parametrize(("feature_layer", "num_layers", "expected"), [(-2, 3, [0, 1]), (-2, 24, list(range(23))), (-1, 3, [0, 1, 2]), (1, 3, [0])])
+@pytest.mark.parametrize(
+    ("feature_layer", "num_layers", "expected"),
+    [(-2, 3, [0, 1]), (-2, 24, list(range(23))), (-1, 3, [0, 1, 2]), (1, 3, [0])],
+)
 def test_vision_layers_feeding_the_feature_layer(feature_layer, num_layers, expected):
     config = tiny_config(vision_feature_layer=feature_layer, vision_config={"num_hidden_layers": num_layers})
     assert vision_layers_feeding_features(SQLlavaForConditionalGeneration(config)) == expected
@@ -143,7 +152,9 @@ def _snapshot(model):
 
 @pytest.mark.parametrize("mode", ["enabled", "reference"])
 def test_vision_lora_trains_unless_the_reference_switch_is_on(mode):
-    model = prepare_stage2(SQLlavaForConditionalGeneration(tiny_config()), SQLlavaStage2Config(vision_lora_gradients=mode))
+    model = prepare_stage2(
+        SQLlavaForConditionalGeneration(tiny_config()), SQLlavaStage2Config(vision_lora_gradients=mode)
+    )
     before = _snapshot(model)
     _train(model)
     after = _snapshot(model)
@@ -164,7 +175,9 @@ def test_vision_lora_trains_unless_the_reference_switch_is_on(mode):
 
 
 def test_reference_switch_can_be_turned_off_again():
-    model = prepare_stage2(SQLlavaForConditionalGeneration(tiny_config()), SQLlavaStage2Config(vision_lora_gradients="reference"))
+    model = prepare_stage2(
+        SQLlavaForConditionalGeneration(tiny_config()), SQLlavaStage2Config(vision_lora_gradients="reference")
+    )
     set_vision_lora_gradients(model, "enabled")
     model(**make_batch()).loss.backward()
     lora_b = [p for n, p in model.named_parameters() if ".vision_tower." in n and "lora_B" in n]
@@ -196,7 +209,9 @@ def _trainer(output_dir, max_steps):
         seed=0,
         **{k: v for k, v in sft_config_kwargs(stage=2).items() if k not in ("dataset_kwargs", "max_length")},
     )
-    return Trainer(model, args, train_dataset=_ListDataset(8), optimizer_cls_and_kwargs=stage2_optimizer_cls_and_kwargs(args=args))
+    return Trainer(
+        model, args, train_dataset=_ListDataset(8), optimizer_cls_and_kwargs=stage2_optimizer_cls_and_kwargs(args=args)
+    )
 
 
 def test_trainer_uses_the_groups_and_resumes_from_a_checkpoint(tmp_path):
@@ -301,7 +316,9 @@ def test_vusr_lands_in_a_padding_row_without_resizing():
 def test_qlora_stage2_on_cpu(tmp_path):
     torch.manual_seed(0)
     # 64 wide: bitsandbytes' 4-bit block size (see test_quantization.py).
-    SQLlavaForConditionalGeneration(tiny_config(text_config={"hidden_size": 64, "intermediate_size": 128})).save_pretrained(tmp_path)
+    SQLlavaForConditionalGeneration(
+        tiny_config(text_config={"hidden_size": 64, "intermediate_size": 128})
+    ).save_pretrained(tmp_path)
     base = load_qlora_base(str(tmp_path), compute_dtype=torch.float32)
     quantized = {n for n, m in base.named_modules() if type(m).__name__ == "Linear4bit"}
     assert len(quantized) == 2 * 7 and all(".language_model." in n for n in quantized)
@@ -317,3 +334,28 @@ def test_qlora_stage2_on_cpu(tmp_path):
     assert any(".vision_tower." in n and "lora_B" in n for n in changed)
     assert any(".language_model." in n and "lora_B" in n for n in changed)
     assert all("lora_" in n or "modules_to_save" in n for n in changed)
+
+
+def test_stage2_adapter_saves_reloads_and_merges(tmp_path):
+    import copy
+
+    from peft import PeftModel
+
+    base = SQLlavaForConditionalGeneration(tiny_config())
+    pristine = copy.deepcopy(base)
+    model = _train(prepare_stage2(base)).eval()
+    batch = make_batch(seed=7)
+    with torch.no_grad():
+        expected = model(**batch).logits
+
+    # One adapter: the LoRAs and the trained extractor + projector (modules_to_save) in one save / one load.
+    model.save_pretrained(tmp_path)
+    reloaded = PeftModel.from_pretrained(pristine, tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**batch).logits, expected)
+
+    merged = reloaded.merge_and_unload()
+    assert type(merged) is SQLlavaForConditionalGeneration
+    assert type(merged.model.multi_modal_projector).__name__ == "SQLlavaMultiModalProjector"
+    with torch.no_grad():
+        torch.testing.assert_close(merged(**batch).logits, expected, atol=1e-5, rtol=1e-5)

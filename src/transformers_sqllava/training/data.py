@@ -46,7 +46,9 @@ ROLE_MAP = {"human": "user", "gpt": "assistant", "vuser": "vuser"}
 _FEATURES = Features(
     {
         "id": Value("string"),
-        "messages": List({"role": Value("string"), "content": List({"type": Value("string"), "text": Value("string")})}),
+        "messages": List(
+            {"role": Value("string"), "content": List({"type": Value("string"), "text": Value("string")})}
+        ),
         "image_paths": List(Value("string")),
     }
 )
@@ -104,7 +106,9 @@ def _convert_turn(turn: Any, sample_id: str, turn_index: int, has_image: bool) -
             f"{sorted(ROLE_MAP)} ('human' -> user, 'gpt' -> assistant, 'vuser' -> the virtual user)."
         )
     if not isinstance(text, str):
-        raise ValueError(f"Sample {sample_id!r}, turn {turn_index}: 'value' must be a string, got {type(text).__name__}.")
+        raise ValueError(
+            f"Sample {sample_id!r}, turn {turn_index}: 'value' must be a string, got {type(text).__name__}."
+        )
 
     role = ROLE_MAP[speaker]
     if IMAGE_PLACEHOLDER not in text:
@@ -179,7 +183,7 @@ def _check_image(path: str, verify: bool) -> str | None:
         try:
             with Image.open(path) as image:
                 image.verify()
-        except Exception as error:  # PIL raises many types for corrupt files
+        except Exception as error:  # noqa: BLE001 (PIL raises many types for corrupt files)
             return f"unreadable ({type(error).__name__}: {error})"
     return None
 

@@ -214,9 +214,8 @@ def _vision_encoder_layers(base: nn.Module) -> tuple[str, nn.ModuleList]:
     # CLIP and SigLIP keep their blocks in `...encoder.layers`; search rather than hard-code `vision_model.` prefixes,
     # which differ between transformers versions.
     for name, module in base.model.vision_tower.named_modules():
-        if name.split(".")[-2:] == ["encoder", "layers"] or name == "encoder.layers":
-            if isinstance(module, nn.ModuleList):
-                return f"model.{VISION_TOWER_MODULE}.{name}", module
+        if name.split(".")[-2:] == ["encoder", "layers"] and isinstance(module, nn.ModuleList):
+            return f"model.{VISION_TOWER_MODULE}.{name}", module
     raise ValueError(
         f"Could not find the encoder layers (`encoder.layers`) of the vision tower {type(base.model.vision_tower).__name__}."
     )
@@ -317,10 +316,10 @@ def set_vision_lora_dropout(model: nn.Module, dropout: float, adapter_name: str 
     count = 0
     for name, module in _unwrap(model).named_modules():
         lora_dropout = getattr(module, "lora_dropout", None)
-        if f".{VISION_TOWER_MODULE}." in f".{name}" and isinstance(lora_dropout, nn.ModuleDict):
-            if adapter_name in lora_dropout:
-                lora_dropout[adapter_name] = nn.Dropout(p=dropout) if dropout > 0 else nn.Identity()
-                count += 1
+        is_vision = f".{VISION_TOWER_MODULE}." in f".{name}"
+        if is_vision and isinstance(lora_dropout, nn.ModuleDict) and adapter_name in lora_dropout:
+            lora_dropout[adapter_name] = nn.Dropout(p=dropout) if dropout > 0 else nn.Identity()
+            count += 1
     return count
 
 
@@ -426,9 +425,7 @@ def _group_of(parameter_name: str) -> str:
     return "llm_lora"
 
 
-def stage2_parameter_groups(
-    model: nn.Module, config: SQLlavaStage2Config | None = None
-) -> list[dict[str, Any]]:
+def stage2_parameter_groups(model: nn.Module, config: SQLlavaStage2Config | None = None) -> list[dict[str, Any]]:
     """
     The trainable parameters of `model` in three optimizer groups, each with its `lr` and `weight_decay` and a `name`
     (kept by torch optimizers, saved in their state dict): `"llm_lora"` (`llm_learning_rate`, first, so the
@@ -581,7 +578,9 @@ def sqllava_from_llava(
             "LLaVA-1.5 in transformers' format (e.g. llava-hf/llava-1.5-7b-hf)."
         )
     if getattr(llava_model, "is_quantized", False):
-        raise ValueError("Convert the full-precision LLaVA model, then quantize the SQ-LLaVA result (`load_qlora_base`).")
+        raise ValueError(
+            "Convert the full-precision LLaVA model, then quantize the SQ-LLaVA result (`load_qlora_base`)."
+        )
     config = sqllava_config_from_llava(llava_model.config, **config_overrides)
     if not config.use_prototype_extractor:
         logger.warning("use_prototype_extractor=False: the result is LLaVA-1.5 under another name.")
