@@ -505,6 +505,9 @@ def add_vuser_token(model: nn.Module, tokenizer, vuser_token: str = NATIVE_VUSER
     embedding and LM-head row are the mean of the rows before it (the tokens the model was trained on). Grows the
     embeddings when the token's id is past them (never shrinks them: LLaVA-1.5 checkpoints pad the vocabulary to a
     multiple of 64, and the token may land in a padding row, which is then initialised too). Returns the token id.
+
+    The row is (re)initialised even when the tokenizer already had the token (e.g. `SQLlavaProcessor` adds it on
+    construction): call this only for a model that has not been trained with the token.
     """
     if vuser_token not in tokenizer.get_vocab():
         tokenizer.add_tokens([AddedToken(vuser_token, special=True, normalized=False)], special_tokens=True)
