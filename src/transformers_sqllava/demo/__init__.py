@@ -2,9 +2,13 @@
 
 - `scenes`: [`Scene`], [`generate_scene`], the [`Question`] language and its meaning ([`is_answerable`], [`answer`]).
 - `checker`: reading text back ([`parse_question`], [`parse_caption`]) and judging answers ([`is_correct`]).
+- `data`: the train/held-out split ([`split_scenes`]) and samples as LLaVA JSON ([`write_llava_dataset`]) or TRL
+  rows ([`build_trl_rows`]), stage 1 (captions) or stage 2 (conversations).
+- `tokenizer`: [`build_scene_tokenizer`], a tiny Vicuna-shaped tokenizer trained on the scene language.
 """
 
 from .checker import is_correct, parse_caption, parse_question
+from .data import SceneSplit, build_trl_rows, scene_turns, split_scenes, write_llava_dataset
 from .scenes import (
     CELLS,
     COLOURS,
@@ -20,6 +24,7 @@ from .scenes import (
     is_answerable,
     sample_question,
 )
+from .tokenizer import build_scene_tokenizer
 
 __all__ = [
     "CELLS",
@@ -31,11 +36,17 @@ __all__ = [
     "QuestionKind",
     "Scene",
     "SceneObject",
+    "SceneSplit",
     "answer",
+    "build_scene_tokenizer",
+    "build_trl_rows",
     "generate_scene",
     "is_answerable",
     "is_correct",
     "parse_caption",
     "parse_question",
     "sample_question",
+    "scene_turns",
+    "split_scenes",
+    "write_llava_dataset",
 ]
