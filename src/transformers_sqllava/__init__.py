@@ -22,6 +22,14 @@ from .processing_sqllava import (
     build_chat_template,
     resize_embeddings_for_processor,
 )
+from .self_questioning import (
+    QuestionAnswer,
+    SelfQuestioningChunk,
+    SelfQuestioningConfig,
+    SelfQuestioningResult,
+    self_question,
+    stream_self_questioning,
+)
 
 __version__ = "0.1.0"
 
@@ -44,4 +52,10 @@ __all__ = [
     "SQLlavaMultiModalProjector",
     "SQLlavaPreTrainedModel",
     "SQLlavaPrototypeExtractor",
+    "QuestionAnswer",
+    "SelfQuestioningChunk",
+    "SelfQuestioningConfig",
+    "SelfQuestioningResult",
+    "self_question",
+    "stream_self_questioning",
 ]
