@@ -2,18 +2,15 @@
 
 import json
 
-import numpy as np
 import pytest
 import torch
-from conftest import tiny_config, tiny_processor
-from PIL import Image
+from conftest import tiny_processor
+from sqllava_tiny import picture, sensitive_model, single_torch_thread
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from transformers_sqllava import (
     SYSTEM_PROMPT_V1_SQ,
     SelfQuestioningConfig,
-    SQLlavaForConditionalGeneration,
-    resize_embeddings_for_processor,
     self_question,
     stream_self_questioning,
 )
@@ -40,30 +37,10 @@ def greedy_config(**overrides) -> SelfQuestioningConfig:
     return SelfQuestioningConfig(**settings)
 
 
-def sensitive_model(processor=None) -> SQLlavaForConditionalGeneration:
-    # At the default initializer_range (0.02) a tiny random model writes the same tokens whatever the prompt or image;
-    # larger weights make its output depend on both, so a wrong prompt, image or row order changes the text.
-    torch.manual_seed(0)
-    scale = {"initializer_range": 0.5}
-    model = SQLlavaForConditionalGeneration(tiny_config(text_config=scale, vision_config=scale, **scale)).eval()
-    if processor is not None:
-        resize_embeddings_for_processor(model, processor)
-    return model
-
-
-def picture(seed: int, width: int = 24, height: int = 20) -> Image.Image:
-    pixels = np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
-    return Image.fromarray(pixels)
-
-
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
-    # The tiny model's matmuls are microseconds; with other processes on the 2 cores, torch's thread pool makes them
-    # 30x slower. Restored afterwards.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with single_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
