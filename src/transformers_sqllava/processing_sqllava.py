@@ -493,20 +493,206 @@ class SQLlavaProcessor(ProcessorMixin):
         ids += self._encode_chunk(chunk + text[position:])
         return ids
 
-    def _encode_chunk(self, chunk: str) -> list[int]:
-        """Encode text between two structure tokens as plain text, with sentencepiece's dummy prefix."""
+    def _encode_chunk(self, chunk: str, continuation: bool = False, control_ids: set[int] | None = None) -> list[int]:
+        """Encode text between two structure tokens as plain text, with sentencepiece's dummy prefix.
+
+        `continuation=True` (sentencepiece backends only) encodes text that continues a chunk, without the dummy
+        prefix, for `encode_segments`. `control_ids` saves recomputing the special ids on every call.
+        """
         if not chunk:
             return []  # the reference's `tokenizer("")` gives only the BOS it then drops
         if self._sentencepiece_model is not None:
             # Sentencepiece (add_dummy_prefix, no whitespace collapsing) always prepends "▁", even before a leading
             # space: " ASSISTANT:" -> "▁▁ASSISTANT:". Feeding the backend model directly keeps that in any pipeline.
-            ids = [token.id for token in self._sentencepiece_model.tokenize("▁" + chunk.replace(" ", "▁"))]
+            prefix = "" if continuation else "▁"
+            ids = [token.id for token in self._sentencepiece_model.tokenize(prefix + chunk.replace(" ", "▁"))]
+        elif continuation:
+            raise ValueError("Only sentencepiece-style backends can encode a chunk continuation on its own.")
         else:
             ids = self.tokenizer.encode(chunk, add_special_tokens=False, split_special_tokens=True)
-        control_ids = {self.tokenizer.convert_tokens_to_ids(token) for token in self.control_tokens}
+        if control_ids is None:
+            control_ids = {self.tokenizer.convert_tokens_to_ids(token) for token in self.control_tokens}
         if control_ids.intersection(ids):
             raise ValueError(f"Cannot encode {chunk!r} as plain text: the tokenizer turns it into a special token.")
         return ids
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Training: the conversation as (text, trained-role) segments, tokenised once, labels from the structure.
+    # The reference derives its labels from token-length arithmetic that silently masks whole samples under other
+    # tokenizer versions (sqllava-reference.md §3.1, §4.6); here the template itself says which text is trained.
+    # ------------------------------------------------------------------------------------------------------------
+
+    def conversation_segments(
+        self, messages: list[dict], system_prompt: str | None = None
+    ) -> list[tuple[str, str | None, bool]]:
+        r"""
+        The chat template's rendering of `messages` (with `add_generation_prompt=False`) as segments
+        `(text, trained_role, is_template)`, in order, whose texts join to exactly
+        `apply_chat_template(messages, system_prompt=system_prompt)`.
+
+        - `trained_role` is `"assistant"` for an answer (the space after `ASSISTANT:`, the text and its `</s>`),
+          `"vuser"` for a virtual-user question (the space after `VUSER:`, the text and its `</s>`), `None` for the
+          rest: system prompt, role markers, user turns, images and separators (reference §4.6);
+        - `is_template` is `True` for text the template writes (special tokens in it are structure) and `False` for
+          message text (always plain text: a typed `</s>` cannot end a turn).
+
+        Raises `ValueError` for the conversations the template rejects (roles, order, images outside user turns).
+        """
+        if not messages:
+            raise ValueError("The conversation is empty: give at least one user message.")
+
+        def content_text(message: dict, where: str) -> tuple[int, str]:
+            content = message.get("content")
+            if content is None:
+                raise ValueError(f"{where} has no content.")
+            if isinstance(content, str):
+                return 0, content
+            num_images, texts = 0, []
+            for block in content:
+                if block.get("type") == "image":
+                    num_images += 1
+                elif block.get("type") == "text":
+                    texts.append(block["text"])
+                else:
+                    raise ValueError(
+                        f"Unsupported content type {block.get('type')!r} in {where}: use text and image blocks."
+                    )
+            return num_images, " ".join(texts)
+
+        if messages[0]["role"] == "system":
+            if system_prompt is not None:
+                raise ValueError("The conversation starts with a system message and `system_prompt` was also given.")
+            num_images, system_message = content_text(messages[0], "message 0 (role 'system')")
+            if num_images:
+                raise ValueError("The system message can only hold text: put images in a user message.")
+            loop_messages, first_index = messages[1:], 1
+        else:
+            if (system_prompt or "v1") not in SYSTEM_PROMPTS:
+                raise ValueError(f"`system_prompt` must be 'v1' or 'v1_sq', got {system_prompt!r}.")
+            system_message, loop_messages, first_index = SYSTEM_PROMPTS[system_prompt or "v1"], messages, 0
+        if not loop_messages:
+            raise ValueError("The conversation has no user message after the system message.")
+
+        eos = self.tokenizer.eos_token or "</s>"
+        segments = [(system_message, None, False), (" ", None, True)]
+        for index, message in enumerate(loop_messages):
+            role = message.get("role")
+            where = f"message {index + first_index} (role {role!r})"
+            if role not in ("user", "assistant", "vuser"):
+                raise ValueError(f"Unexpected role in {where}: turns are 'user', 'vuser' and 'assistant'.")
+            if (index % 2 == 1) != (role == "assistant"):
+                raise ValueError(f"Turns must alternate user-or-vuser / assistant starting with a user turn: {where}.")
+            if role == "vuser" and index == 0:
+                raise ValueError(f"A vuser turn must follow an assistant turn, but {where} comes first.")
+            num_images, text = content_text(message, where)
+            if num_images and role != "user":
+                raise ValueError(f"Images go in user turns, but {where} has one.")
+            if role == "user":
+                segments.append(("USER: " + (self.image_token + "\n") * num_images, None, True))
+                segments += [(text, None, False), (" ", None, True)]
+            else:
+                # "ASSISTANT:" / "VUSER:" are masked; the space after the colon starts the trained text, as in the
+                # reference, where the answer's first piece "▁word" carries that space (§4.6).
+                marker = "ASSISTANT" if role == "assistant" else self.vuser_token
+                segments += [(marker + ":", None, True), (" ", role, True), (text, role, False), (eos, role, True)]
+                if role == "vuser":
+                    segments.append((" ", None, True))  # the even-index separator after "question</s>" (§3.2)
+        return segments
+
+    def encode_segments(
+        self, segments: list[tuple[str, str | None, bool]], add_special_tokens: bool = True
+    ) -> tuple[list[int], list[str | None]]:
+        r"""
+        Tokenise `(text, tag, is_template)` segments exactly as [`~SQLlavaProcessor.__call__`] tokenises their
+        concatenation (for message text without special tokens; message text is always encoded as plain text, like
+        `apply_chat_template(..., tokenize=True)` does) and give every token its segment's `tag`.
+
+        Special tokens in template text split the text into chunks (reference §3.4). Within a chunk, the run of
+        segments sharing a tag is encoded as one string: the first run of a chunk with sentencepiece's dummy prefix,
+        a later run as a continuation without it, so the runs' ids concatenate to the chunk's ids (the runs meet
+        before a space, where Llama's pieces never merge). Tokenizers without a sentencepiece-style backend encode each
+        chunk whole and place the boundaries by encoding the chunk's prefixes; a boundary inside a token raises.
+
+        Returns:
+            `tuple[list[int], list]`: the ids (one BOS first with `add_special_tokens`, each image expanded to
+            `image_seq_length` image tokens) and one tag per id (the BOS and image tokens take their segment's tag).
+        """
+        control_tokens = self.control_tokens
+        control_ids = {self.tokenizer.convert_tokens_to_ids(token) for token in control_tokens}
+        control_pattern = re.compile("(" + "|".join(re.escape(token) for token in control_tokens) + ")")
+        ids: list[int] = []
+        tags: list[str | None] = []
+        if add_special_tokens and self.tokenizer.bos_token_id is not None:
+            ids.append(self.tokenizer.bos_token_id)
+            tags.append(segments[0][1] if segments else None)
+        runs: list[list] = []  # [text, tag] runs of the current chunk
+
+        def flush():
+            if self._sentencepiece_model is not None:
+                for position, (text, tag) in enumerate(runs):
+                    run_ids = self._encode_chunk(text, continuation=position > 0, control_ids=control_ids)
+                    ids.extend(run_ids)
+                    tags.extend([tag] * len(run_ids))
+            elif runs:
+                chunk_ids = self._encode_chunk("".join(text for text, _ in runs), control_ids=control_ids)
+                start, prefix = 0, ""
+                for position, (text, tag) in enumerate(runs):
+                    prefix += text
+                    end = len(chunk_ids)
+                    if position < len(runs) - 1:
+                        prefix_ids = self._encode_chunk(prefix, control_ids=control_ids)
+                        end = len(prefix_ids)
+                        if chunk_ids[:end] != prefix_ids:
+                            raise ValueError(f"A token spans the boundary after {prefix!r}: cannot split its labels.")
+                    ids.extend(chunk_ids[start:end])
+                    tags.extend([tag] * (end - start))
+                    start = end
+            runs.clear()
+
+        for text, tag, is_template in segments:
+            pieces = control_pattern.split(text) if is_template else [text]
+            for number, piece in enumerate(pieces):
+                if number % 2 == 1:  # a special token written by the template: structure
+                    flush()
+                    count = self.image_seq_length if piece == self.image_token else 1
+                    ids.extend([self.tokenizer.convert_tokens_to_ids(piece)] * count)
+                    tags.extend([tag] * count)
+                elif piece:
+                    if runs and runs[-1][1] == tag:
+                        runs[-1][0] += piece
+                    else:
+                        runs.append([piece, tag])
+        flush()
+        return ids, tags
+
+    def encode_conversation(
+        self, messages: list[dict], system_prompt: str | None = "v1_sq", add_special_tokens: bool = True
+    ) -> dict[str, list[int]]:
+        r"""
+        Token ids and training labels of one conversation (reference §4.6): answers + `</s>` and vuser questions +
+        `</s>` keep their ids, everything else (BOS, system prompt, role markers, user turns, image tokens) is -100.
+
+        Example:
+
+        ```python
+        >>> encoded = processor.encode_conversation(messages)  # v1_sq system prompt, as training stage 2
+        >>> sorted(encoded)
+        ['input_ids', 'labels']
+        ```
+
+        Args:
+            messages (`list[dict]`):
+                The conversation (roles `system`, `user`, `assistant`, `vuser`), as for `apply_chat_template`.
+            system_prompt (`str`, *optional*, defaults to `"v1_sq"`):
+                The system prompt when the conversation has none: training uses `"v1_sq"` for every sample (§3.3).
+            add_special_tokens (`bool`, *optional*, defaults to `True`):
+                Start with BOS.
+
+        Returns:
+            `dict` with `input_ids` and `labels` (`list[int]`, same length).
+        """
+        ids, tags = self.encode_segments(self.conversation_segments(messages, system_prompt), add_special_tokens)
+        return {"input_ids": ids, "labels": [i if tag is not None else -100 for i, tag in zip(ids, tags)]}
 
     def apply_chat_template(
         self,
