@@ -1,5 +1,12 @@
-"""Training SQ-LLaVA: LLaVA JSON data, the two-stage recipe (projector alignment, LoRA on LLM and ViT) and QLoRA."""
+"""Training SQ-LLaVA: LLaVA JSON data, the stage-1 and self-questioning collators, the two-stage recipe (projector alignment, LoRA on LLM and ViT) and QLoRA."""
 
+from .collator import (
+    CollatorStats,
+    CollatorStatsCallback,
+    SQLlavaAlignmentCollator,
+    SQLlavaSelfQuestioningCollator,
+    trained_spans,
+)
 from .data import LlavaDatasetReport, SkippedSample, convert_llava_sample, load_llava_dataset
 from .recipe import (
     QLORA_SKIP_MODULES,
@@ -27,6 +34,11 @@ from .recipe import (
 )
 
 __all__ = [
+    "CollatorStats",
+    "CollatorStatsCallback",
+    "SQLlavaAlignmentCollator",
+    "SQLlavaSelfQuestioningCollator",
+    "trained_spans",
     "QLORA_SKIP_MODULES",
     "SFT_VISION_DEFAULTS",
     "STAGE1_TRAINING_DEFAULTS",

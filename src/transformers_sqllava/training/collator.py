@@ -1,0 +1,462 @@
+# Copyright 2026 The transformers-sqllava authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Data collators for TRL's `SFTTrainer` (and `Trainer`): the self-questioning objective of stage 2 and the caption
+objective of stage 1 (sqllava-reference.md §4.5-4.8).
+
+Both take rows in TRL's conversational vision format, `{"images": [PIL.Image, ...], "messages": [...]}` (what
+[`load_llava_dataset`] gives), and return right-padded `input_ids`, `attention_mask`, `labels` and `pixel_values` for
+[`SQLlavaForConditionalGeneration`]. TRL's own `DataCollatorForVisionLanguageModeling` cannot be used: it rejects the
+`vuser` role and trains on every token.
+"""
+
+import logging
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+from transformers import TrainerCallback
+from transformers.data.data_collator import DataCollatorMixin
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+OverflowPolicy = Literal["raise", "skip", "truncate_text"]
+
+
+@dataclass
+class CollatorStats:
+    r"""
+    Running counts of what a collator has produced, in the process that runs it (with `dataloader_num_workers > 0`
+    each worker process counts its own copy and the trainer's process sees zeros: use 0 workers to log them).
+
+    Args:
+        num_samples (`int`): samples collated (skipped ones excluded).
+        num_image_samples (`int`): of which with an image.
+        num_text_only_samples (`int`): of which text-only.
+        num_eligible_turns (`int`): user turns that could become vuser turns (later turns of image samples).
+        num_vuser_turns (`int`): vuser turns drawn from them.
+        num_given_vuser_turns (`int`): vuser turns already in the data (`from: "vuser"`), trained as such.
+        num_answer_tokens (`int`): supervised answer tokens (answers + `</s>`; the caption + `"\n"` in stage 1).
+        num_question_tokens (`int`): supervised question tokens (vuser questions + `</s>`).
+        num_skipped (`int`): samples left out because they exceed `max_length` (`on_overflow="skip"`).
+        num_truncated (`int`): samples cut to `max_length` (`on_overflow="truncate_text"`).
+    """
+
+    num_samples: int = 0
+    num_image_samples: int = 0
+    num_text_only_samples: int = 0
+    num_eligible_turns: int = 0
+    num_vuser_turns: int = 0
+    num_given_vuser_turns: int = 0
+    num_answer_tokens: int = 0
+    num_question_tokens: int = 0
+    num_skipped: int = 0
+    num_truncated: int = 0
+    skipped_ids: list[str] = field(default_factory=list)
+
+    def as_log(self, prefix: str = "collator/") -> dict[str, int]:
+        """The counts (without the skipped ids) as flat log entries."""
+        return {f"{prefix}{key}": value for key, value in asdict(self).items() if key != "skipped_ids"}
+
+
+def _process_rank() -> int:
+    # torchrun and accelerate set RANK in every process (and worker processes inherit it); fall back to the process
+    # group for launchers that only initialise torch.distributed.
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank()
+    return 0
+
+
+@dataclass
+class _SQLlavaCollatorBase(DataCollatorMixin):
+    """Padding, images, `max_length` and counting, shared by the stage-1 and stage-2 collators."""
+
+    processor: Any
+    max_length: int | None = None
+    on_overflow: OverflowPolicy = "raise"
+    pad_to_multiple_of: int | None = None
+    pad_to_square: bool = True
+    return_tensors: str = "pt"
+    stats: CollatorStats = field(default_factory=CollatorStats, init=False, repr=False)
+
+    def __post_init__(self):
+        if self.on_overflow not in ("raise", "skip", "truncate_text"):
+            raise ValueError(f"`on_overflow` must be 'raise', 'skip' or 'truncate_text', got {self.on_overflow!r}.")
+        if self.return_tensors != "pt":
+            raise ValueError(f"Only `return_tensors='pt'` is supported, got {self.return_tensors!r}.")
+        tokenizer = getattr(self.processor, "tokenizer", None)
+        if tokenizer is None or not hasattr(self.processor, "encode_segments"):
+            raise ValueError(
+                "The collator needs an `SQLlavaProcessor` (with its tokenizer), e.g. "
+                "`SQLlavaProcessor.from_pretrained(path)`; TRL's processing_class of the model works too."
+            )
+        if tokenizer.pad_token_id is None:
+            raise ValueError(
+                "The tokenizer has no pad token: build the processor with `SQLlavaProcessor`, which adds one."
+            )
+
+    # -- per sample -------------------------------------------------------------------------------------------------
+
+    def _encode(self, example: dict[str, Any], has_image: bool) -> tuple[list[int], list[str | None]]:
+        """Token ids of one sample and a tag per token: `None` (not trained), `"assistant"` or `"vuser"`."""
+        raise NotImplementedError
+
+    def _fit(self, ids: list[int], tags: list, example: dict[str, Any]) -> tuple[list[int], list] | None:
+        """Applies `max_length`; returns `None` for a skipped sample. Never cuts through the image tokens."""
+        if self.max_length is None or len(ids) <= self.max_length:
+            return ids, tags
+        sample_id = str(example.get("id", "?"))
+        image_token_id = self.processor.image_token_id
+        last_image = max((i for i, token in enumerate(ids) if token == image_token_id), default=-1)
+        problem = (
+            f"Sample {sample_id!r} has {len(ids)} tokens (each image counts {self.processor.image_seq_length}), "
+            f"more than max_length={self.max_length}."
+        )
+        if self.on_overflow == "raise":
+            raise ValueError(
+                f"{problem} Raise `max_length` (or set it to None), or pass `on_overflow='skip'` to leave such "
+                "samples out (they are counted in `collator.stats`), or `on_overflow='truncate_text'`."
+            )
+        if self.on_overflow == "truncate_text" and last_image < self.max_length:
+            self.stats.num_truncated += 1
+            return ids[: self.max_length], tags[: self.max_length]
+        if self.on_overflow == "truncate_text":
+            raise ValueError(
+                f"{problem} Truncating would cut through its image tokens (the last at position {last_image}): raise "
+                "`max_length`, or pass `on_overflow='skip'`."
+            )
+        self.stats.num_skipped += 1
+        self.stats.skipped_ids.append(sample_id)
+        logger.warning("%s Skipped (%d skipped so far).", problem, self.stats.num_skipped)
+        return None
+
+    # -- per batch --------------------------------------------------------------------------------------------------
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        tokenizer = self.processor.tokenizer
+        sequences, images = [], []
+        for example in examples:
+            example_images = self._images_of(example)
+            ids, tags = self._encode(example, has_image=bool(example_images))
+            fitted = self._fit(ids, tags, example)
+            if fitted is None:
+                continue
+            ids, tags = fitted
+            labels = [token if tag is not None else IGNORE_INDEX for token, tag in zip(ids, tags)]
+            sequences.append((ids, labels))
+            images += example_images
+            self.stats.num_samples += 1
+            self.stats.num_image_samples += bool(example_images)
+            self.stats.num_text_only_samples += not example_images
+            self.stats.num_answer_tokens += sum(tag == "assistant" for tag in tags)
+            self.stats.num_question_tokens += sum(tag == "vuser" for tag in tags)
+        if not sequences:
+            raise ValueError(
+                f"All {len(examples)} samples of the batch exceed max_length={self.max_length} and were skipped: "
+                "raise `max_length`."
+            )
+
+        length = max(len(ids) for ids, _ in sequences)
+        if self.pad_to_multiple_of:
+            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        pad_id = tokenizer.pad_token_id
+        input_ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
+        labels = torch.full((len(sequences), length), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(sequences), length), dtype=torch.long)
+        for row, (ids, row_labels) in enumerate(sequences):  # right padding, for training
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            labels[row, : len(ids)] = torch.tensor(row_labels)
+            attention_mask[row, : len(ids)] = 1
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        if images:
+            batch["pixel_values"] = self.processor.image_processor(
+                images, do_pad=self.pad_to_square, return_tensors="pt"
+            )["pixel_values"]
+        return batch
+
+    @staticmethod
+    def _images_of(example: dict[str, Any]) -> list:
+        if "image" in example and "images" not in example:
+            return [] if example["image"] is None else [example["image"]]
+        images = example.get("images") or []
+        if len(images) > 1:
+            raise ValueError(
+                f"Sample {example.get('id', '?')!r} has {len(images)} images; SQ-LLaVA takes one image per sample."
+            )
+        return list(images)
+
+
+@dataclass
+class SQLlavaSelfQuestioningCollator(_SQLlavaCollatorBase):
+    r"""
+    Data collator for SQ-LLaVA's stage 2, visual self-questioning instruction tuning (sqllava-reference.md §4.6).
+
+    For every sample it draws which later user turns become questions the model learns to *ask* (`vuser` turns),
+    renders the conversation with the training system prompt (`v1_sq`, for every sample, text-only ones included:
+    §3.3), tokenises it once through the processor's chunk encoder and builds the labels from the conversation's
+    structure ([`SQLlavaProcessor.encode_segments`]): no token-length arithmetic, so no tokenizer version can shift
+    the masks (the reference's arithmetic silently masks whole samples with newer tokenizers, §3.1).
+
+    Supervision (§4.6):
+
+    | span                                                              | label    |
+    |-------------------------------------------------------------------|----------|
+    | BOS, system prompt, `USER: <image>\nQ0 ASSISTANT:`                | -100     |
+    | answer + `</s>`                                                   | trained  |
+    | `VUSER:` (or `[vusr]:`)                                           | -100     |
+    | vuser question + `</s>` (the model learns to ask, and to stop)    | trained  |
+    | ` ASSISTANT:` after the question's `</s>`                         | -100     |
+    | later `USER: Q ASSISTANT:`                                        | -100     |
+    | image tokens, right padding                                       | -100     |
+
+    Which turns become vuser turns (§4.6): each user turn after the first of a sample *with an image*, independently
+    with probability `sq_ratio`; never the first turn, never in text-only samples; redrawn every time the sample is
+    collated (a new draw every epoch). Turns that are `vuser` in the data stay `vuser`.
+
+    Determinism. Each call draws one 62-bit number from a stream, then seeds a private `random.Random` with it, the
+    process rank (`RANK`) and the dataloader worker id, and makes the batch's draws with it:
+
+    - `seed=None` (default, recommended under `Trainer`): the stream is the global torch RNG, which `Trainer` seeds
+      from `args.seed` (`set_seed`), re-seeds in each dataloader worker, and saves in checkpoints, so a run resumed
+      from a checkpoint makes the same draws as an uninterrupted one;
+    - `seed=int`: a private stream seeded with it, for reproducible draws outside a trainer (tests, benchmarks). It
+      is not part of `Trainer` checkpoints: a resumed run restarts it. Each worker and rank holds a copy, so their
+      draws are decorrelated by the worker id and rank but depend on how batches are spread over them.
+
+    Inputs (one dict per sample, TRL's conversational vision format; other keys such as `id` are ignored):
+
+    - `messages`: `[{"role": "user" | "assistant" | "vuser" | "system", "content": str | [{"type": "image"},
+      {"type": "text", "text": ...}]}, ...]`, user/assistant alternating, the image block in the first user turn;
+    - `images`: a list with the sample's image (`PIL.Image`), empty for text-only samples (or `image`: one image).
+
+    Outputs (`dict[str, torch.Tensor]`, right-padded):
+
+    - `input_ids` (`batch, length`): each image expanded to `image_seq_length` image tokens; padding with the
+      tokenizer's pad token;
+    - `attention_mask` (`batch, length`);
+    - `labels` (`batch, length`): the input ids on trained tokens, -100 elsewhere;
+    - `pixel_values` (`num_images, 3, 336, 336`): only when the batch has images; padded to a square with the CLIP
+      mean colour (`pad_to_square`, §4.2).
+
+    Args:
+        processor ([`SQLlavaProcessor`]):
+            The model's processor.
+        sq_ratio (`float`, *optional*, defaults to 0.5):
+            Probability that an eligible user turn becomes a vuser turn: 0.5 is the released recipe
+            (`scripts/finetune_lora_clu_sq.sh --sq_r 0.5`); the reference code's default `sq_r` is 0.3. 0 gives plain
+            LLaVA-1.5 instruction tuning with the v1_sq prompt.
+        seed (`int`, *optional*):
+            Seed of a private draw stream; `None` uses the global torch RNG (see Determinism).
+        system_prompt (`str`, *optional*, defaults to `"v1_sq"`):
+            The system prompt for samples without a system message: `"v1_sq"` as the reference trains; `"v1"` is the
+            answering prompt.
+        max_length (`int`, *optional*):
+            Longest sample in tokens, image tokens included (576 per image for the real model). `None`: no limit.
+        on_overflow (`str`, *optional*, defaults to `"raise"`):
+            A sample longer than `max_length`: `"raise"` a `ValueError` naming the sample; `"skip"` it (counted in
+            `stats.num_skipped`, its id in `stats.skipped_ids`, and logged); or `"truncate_text"`: cut the text at
+            `max_length` (counted in `stats.num_truncated`), which raises if the cut would go through image tokens.
+            The reference truncates in the collator and can cut through the image; no policy here does.
+        pad_to_multiple_of (`int`, *optional*):
+            Pad the length to a multiple of this.
+        pad_to_square (`bool`, *optional*, defaults to `True`):
+            Pad images to a square with the CLIP mean colour before resizing (reference stage 2,
+            `image_aspect_ratio="pad"`).
+        return_tensors (`str`, *optional*, defaults to `"pt"`):
+            Only `"pt"`.
+
+    Attributes:
+        stats ([`CollatorStats`]): running counts, including supervised question and answer tokens; log them with
+            [`CollatorStatsCallback`].
+
+    Example:
+
+    ```python
+    >>> collator = SQLlavaSelfQuestioningCollator(processor, sq_ratio=0.5, seed=0)
+    >>> batch = collator([{"images": [image], "messages": [
+    ...     {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]},
+    ...     {"role": "assistant", "content": "A cat."},
+    ...     {"role": "user", "content": "What colour is it?"},
+    ...     {"role": "assistant", "content": "Black."}]}])
+    >>> sorted(batch)
+    ['attention_mask', 'input_ids', 'labels', 'pixel_values']
+    >>> # trained spans, decoded: 'A cat.</s>', then either 'Black.</s>' (the user turn stayed) or
+    >>> # 'What colour is it?</s>' and 'Black.</s>' (it became "VUSER: What colour is it?</s> ASSISTANT: Black.</s>")
+    ```
+    """
+
+    sq_ratio: float = 0.5
+    seed: int | None = None
+    system_prompt: str = "v1_sq"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.0 <= self.sq_ratio <= 1.0:
+            raise ValueError(
+                f"`sq_ratio` is a probability in [0, 1] (0.5 in the released recipe), got {self.sq_ratio}."
+            )
+        self._stream = random.Random(self.seed) if self.seed is not None else None
+        self._batch_rng = random.Random()
+
+    def _next_batch_rng(self) -> random.Random:
+        # One number from the stream per call (see "Determinism"), mixed with the rank and worker id so that copies
+        # of the collator in other processes draw differently. A string seed is hashed with SHA-512: the same in
+        # every process, independent of PYTHONHASHSEED.
+        if self._stream is None:
+            base = int(torch.randint(0, 2**62, (1,)).item())
+        else:
+            base = self._stream.getrandbits(62)
+        worker = torch.utils.data.get_worker_info()
+        self._batch_rng.seed(f"sqllava-{base}-{_process_rank()}-{worker.id if worker is not None else -1}")
+        return self._batch_rng
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        self._rng = self._next_batch_rng()
+        return super().torch_call(examples)
+
+    def draw_vuser_turns(self, messages: list[dict], has_image: bool, rng: random.Random | None = None) -> list[dict]:
+        """
+        The messages with each eligible user turn turned into a vuser turn with probability `sq_ratio` (a new list;
+        the input is not modified). Eligible: a user turn after the first, in a sample with an image (§4.6).
+        """
+        rng = rng or getattr(self, "_rng", None) or self._next_batch_rng()
+        if not has_image:
+            return messages  # text-only samples are never changed (§4.6)
+        result = []
+        first_user_seen = False
+        for message in messages:
+            if message.get("role") == "user":
+                if first_user_seen:
+                    self.stats.num_eligible_turns += 1
+                    # One draw per eligible turn, also at sq_ratio 1, so the stream does not depend on the ratio.
+                    if rng.random() < self.sq_ratio:
+                        self.stats.num_vuser_turns += 1
+                        message = {**message, "role": "vuser"}
+                first_user_seen = True
+            result.append(message)
+        return result
+
+    def _encode(self, example: dict[str, Any], has_image: bool) -> tuple[list[int], list[str | None]]:
+        messages = example.get("messages")
+        if not messages:
+            raise ValueError(
+                f"Sample {example.get('id', '?')!r} has no 'messages': rows must be in TRL's conversational vision "
+                "format, e.g. from `load_llava_dataset`."
+            )
+        self.stats.num_given_vuser_turns += sum(message.get("role") == "vuser" for message in messages)
+        messages = self.draw_vuser_turns(messages, has_image, self._rng)
+        has_system = messages[0].get("role") == "system"
+        segments = self.processor.conversation_segments(messages, None if has_system else self.system_prompt)
+        return self.processor.encode_segments(segments)
+
+
+@dataclass
+class SQLlavaAlignmentCollator(_SQLlavaCollatorBase):
+    r"""
+    Data collator for SQ-LLaVA's stage 1, feature alignment, in the reference's "plain" format (§4.5).
+
+    Each sample is `<image>` + caption + `"\n"`: no system prompt, no role markers, no EOS, and the user's instruction
+    is discarded. The caption and the newline are trained; BOS and the image tokens are -100.
+
+    Inputs: TRL vision rows whose `messages` are one user turn (with the image) and one assistant turn (the caption),
+    e.g. LLaVA's `blip_laion_cc_sbu_558k.json` through [`load_llava_dataset`], and `images` with one image. Outputs:
+    as [`SQLlavaSelfQuestioningCollator`]. Images are not padded to a square by default: the reference's stage 1
+    uses the image processor's own resize and centre crop (`image_aspect_ratio` "square", §4.2).
+
+    Args:
+        processor ([`SQLlavaProcessor`]): The model's processor.
+        max_length (`int`, *optional*): see [`SQLlavaSelfQuestioningCollator`].
+        on_overflow (`str`, *optional*, defaults to `"raise"`): see [`SQLlavaSelfQuestioningCollator`].
+        pad_to_multiple_of (`int`, *optional*): Pad the length to a multiple of this.
+        pad_to_square (`bool`, *optional*, defaults to `False`): Pad images to a square first.
+
+    Example:
+
+    ```python
+    >>> collator = SQLlavaAlignmentCollator(processor)
+    >>> batch = collator([{"images": [image], "messages": [
+    ...     {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe it."}]},
+    ...     {"role": "assistant", "content": "a black cat on a mat"}]}])
+    >>> # input: <s> <image> x 576 "a black cat on a mat\n"; labels: -100 x 577, then the caption and "\n"
+    ```
+    """
+
+    pad_to_square: bool = False
+
+    def _encode(self, example: dict[str, Any], has_image: bool) -> tuple[list[int], list[str | None]]:
+        messages = example.get("messages") or []
+        sample_id = example.get("id", "?")
+        roles = [message.get("role") for message in messages]
+        if roles != ["user", "assistant"] or not has_image:
+            raise ValueError(
+                f"Sample {sample_id!r}: stage-1 (plain) samples are an image, one user turn and one assistant turn "
+                f"(the caption), as the reference asserts (§4.5); got roles {roles} and "
+                f"{'an' if has_image else 'no'} image."
+            )
+        content = messages[1]["content"]
+        caption = content if isinstance(content, str) else " ".join(
+            block["text"] for block in content if block.get("type") == "text"
+        )
+        segments = [(self.processor.image_token, None, True), (caption + "\n", "assistant", False)]
+        return self.processor.encode_segments(segments)
+
+
+class CollatorStatsCallback(TrainerCallback):
+    r"""
+    Adds a collator's [`CollatorStats`] (supervised question and answer tokens, vuser turns, skipped samples) to the
+    trainer's logs, as `collator/...` entries. The counts are cumulative, for this process; they stay at zero when
+    `dataloader_num_workers > 0` (workers collate with their own copies of the collator).
+
+    Example: `SFTTrainer(..., data_collator=collator, callbacks=[CollatorStatsCallback(collator)])`.
+    """
+
+    def __init__(self, collator: _SQLlavaCollatorBase):
+        self.collator = collator
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is None or "loss" not in logs:
+            return
+        entries = self.collator.stats.as_log()
+        logs.update(entries)
+        # `Trainer.log` has already stored a copy of `logs` in the history: update it too.
+        if state.log_history and state.log_history[-1].get("step") == state.global_step:
+            state.log_history[-1].update(entries)
+
+
+def trained_spans(input_ids: Sequence[int], labels: Sequence[int]) -> list[list[int]]:
+    """The runs of consecutive trained positions (labels != -100) of one row, as lists of ids: for checking masks."""
+    spans, current = [], []
+    for token, label in zip(input_ids, labels):
+        if label != IGNORE_INDEX:
+            current.append(int(token))
+        elif current:
+            spans.append(current)
+            current = []
+    if current:
+        spans.append(current)
+    return spans
+
+
+__all__ = [
+    "CollatorStats",
+    "CollatorStatsCallback",
+    "SQLlavaAlignmentCollator",
+    "SQLlavaSelfQuestioningCollator",
+    "trained_spans",
+]
