@@ -300,7 +300,8 @@ def test_llava_json_and_trl_rows_hold_the_same_samples(tmp_path):
 
 
 def test_llava_json_loads_with_the_package_loader(tmp_path):
-    training = pytest.importorskip("transformers_sqllava.training")
+    from transformers_sqllava import training
+
     scenes = split_scenes(num_train=4, num_held_out=0).train
     path = write_llava_dataset(scenes, tmp_path)
     dataset = training.load_llava_dataset(path, tmp_path / "images")
