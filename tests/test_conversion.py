@@ -628,6 +628,9 @@ def test_no_merge_adapter_on_the_base_equals_the_merged_model(converted, release
         merged_logits = merged(**inputs).logits
     assert not torch.allclose(base_logits, merged_logits, atol=1e-3)
     torch.testing.assert_close(adapted_logits, merged_logits, rtol=1e-4, atol=1e-4)
+    card = (out / "README.md").read_text()
+    assert "LoRAs not merged" in card and "ViT LoRA: in the PEFT adapter" in card
+    assert str(release.root) not in card  # local folders appear by name only
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -455,6 +455,8 @@ def convert_tensors(
         "converter's DROPPED_* rules with the reason."
     )
     if lora is not None:
+        action = "Merged" if merge_lora else "Kept apart (--no-merge)"
+        logger.info(f"{action}: {lora.source}, {len(merged)} weight(s) of {source}.")
         orphans = sorted(lora.peft_names[m] for m in lora.lora_A.keys() - merged)
         if orphans:
             raise ValueError(f"{lora.source} has LoRA weights for modules that {source} does not have: {orphans[:10]}")
@@ -741,6 +743,14 @@ def model_size_name(text_config: LlamaConfig) -> str | None:
     return sizes.get((text_config.hidden_size, text_config.num_hidden_layers))
 
 
+def display_name(name_or_path: str | Path | None) -> str | None:
+    """A Hub id as is; a local folder by its name only (a card should not show the converting machine's paths)."""
+    if name_or_path is None:
+        return None
+    path = Path(name_or_path).expanduser()
+    return f"{path.name} (local folder)" if path.exists() else str(name_or_path)
+
+
 def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
@@ -889,17 +899,23 @@ def convert_sqllava_checkpoint(
         all_modules = {name.removesuffix(".weight") for name in weights if name.endswith(".weight")}
         save_peft_adapter(output_dir / "adapter", adapters, all_modules, push_to_hub or str(output_dir))
 
+    if vision_lora_adapter is not None:
+        vision_lora_status = "merged" if merge else "adapter"
+    else:
+        vision_lora_status = "all-zero" if lora_release else "absent"
     size = model_size_name(text_config)
     card = render_model_card(
         f"sqllava-{size}" if size else "sqllava",
         repo_id=push_to_hub,
-        source_checkpoint=str(model_path),
-        base_llm=str(model_base) if model_base is not None else None,
-        vision_tower=str(vision_source),
-        vision_lora_merged=vision_lora_adapter is not None and merge,
+        source_checkpoint=display_name(model_path),
+        base_llm=display_name(model_base),
+        vision_tower=display_name(vision_source),
+        vision_lora=vision_lora_status,
         dtype=str(torch_dtype).removeprefix("torch."),
         merged=merge or not adapters,
         lora_release=lora_release,
+        image_token_id=processor.image_token_id,
+        pad_token_id=processor.tokenizer.pad_token_id,
     )
     card.save(output_dir / "README.md")
     logger.info(f"Wrote {output_dir}.")

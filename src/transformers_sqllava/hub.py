@@ -84,8 +84,9 @@ def render_model_card(kind: str, **fields) -> ModelCard:
             `"tiny-demo"` (the project's tiny offline demo model).
         **fields:
             Template variables; `None` values are ignored. For the converted kinds: `repo_id` (used in the code
-            samples), `source_checkpoint`, `base_llm`, `vision_tower`, `dtype`, `merged`, `vision_lora_merged`,
-            `lora_release`. For `"tiny-demo"`: `repo_id`, `training_summary`, `demo_command`. Any of the release's
+            samples), `source_checkpoint`, `base_llm`, `vision_tower`, `dtype`, `merged`, `vision_lora`
+            (`"merged"`, `"adapter"`, `"all-zero"` or `"absent"`), `lora_release`, `image_token_id`, `pad_token_id`.
+            For `"tiny-demo"`: `repo_id`, `training_summary`, `demo_command`, `license_note`. Any of the release's
             defaults (`base_llm`, `results`, ...) can be overridden.
 
     Returns:
