@@ -580,6 +580,17 @@ def test_lora_release_without_model_base_names_the_fix(release, tmp_path):
         convert_sqllava_checkpoint(release.model_dir, tmp_path / "out", **CONVERT_KWARGS)
 
 
+def test_vision_tower_path_from_the_authors_machine_names_the_fix(release, tmp_path):
+    model_dir = copy_release(release, tmp_path)
+    config = json.loads((model_dir / "config.json").read_text())
+    config["mm_vision_tower"] = "./checkpoints/ShareGPT4V-7B_Pretrained_vit-large336-l12"
+    (model_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(FileNotFoundError, match="pass `--vision-tower`"):
+        convert_sqllava_checkpoint(model_dir, tmp_path / "out", model_base=release.base_dir, **CONVERT_KWARGS)
+    convert_sqllava_checkpoint(model_dir, tmp_path / "out", model_base=release.base_dir,
+                               vision_tower=release.vision_dir, **CONVERT_KWARGS)
+
+
 def test_rank_and_alpha_patterns_and_rslora_are_honoured(release, tmp_path):
     # One module gets another alpha through `alpha_pattern`; rsLoRA scales by alpha / sqrt(r) (r=4: alpha / 2).
     model_dir = copy_release(release, tmp_path)

@@ -202,8 +202,9 @@ def raise_for_unexpected(names: list[str], source: str, hint: str):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def resolve_checkpoint(name_or_path: str | Path, what: str) -> Path:
-    """A local folder as is; anything else is a Hub repo id, downloaded with `snapshot_download`.
+def resolve_checkpoint(name_or_path: str | Path, what: str, hint: str = "") -> Path:
+    """A local folder as is; anything else is a Hub repo id, downloaded with `snapshot_download`. `hint` is added to
+    the error when neither works.
 
     Only the files a conversion reads are fetched: configs, tokenizer files, and one weights format (safetensors when
     the repo has them, else `.bin`), so a repo that ships both is not downloaded twice.
@@ -213,7 +214,7 @@ def resolve_checkpoint(name_or_path: str | Path, what: str) -> Path:
         return path
     if path.exists() or str(name_or_path).startswith((".", "/", "~")) or str(name_or_path).count("/") != 1:
         raise FileNotFoundError(
-            f"The {what} {str(name_or_path)!r} is not a directory, nor a Hub repo id of the form `owner/name`."
+            f"The {what} {str(name_or_path)!r} is not a directory, nor a Hub repo id of the form `owner/name`. {hint}"
         )
     from huggingface_hub import HfApi, snapshot_download
 
@@ -226,7 +227,7 @@ def resolve_checkpoint(name_or_path: str | Path, what: str) -> Path:
     except Exception as error:  # network, authentication, missing repo: say which input it was
         raise OSError(
             f"The {what} {str(name_or_path)!r} is not a local directory and could not be downloaded from the Hub "
-            f"({type(error).__name__}: {error}). Download it yourself and pass the local folder."
+            f"({type(error).__name__}: {error}). Download it yourself and pass the local folder. {hint}"
         ) from error
     return Path(folder)
 
@@ -614,6 +615,11 @@ def build_processor(tokenizer_dir: Path, vision_dir: Path, vision_config: CLIPVi
                     image_seq_length: int) -> SQLlavaProcessor:
     """The base's tokenizer (legacy sentencepiece behaviour kept) with `<image>` and `<pad>` added, the faithful chat
     template with the plain-text `VUSER` marker the release learned, and CLIP preprocessing with pad-to-square."""
+    if not any((tokenizer_dir / name).is_file() for name in TOKENIZER_FILES):
+        raise FileNotFoundError(
+            f"No tokenizer (tokenizer.model or tokenizer.json) in {tokenizer_dir}. Vicuna-v1.5's tokenizer is "
+            "Llama 2's: copy the tokenizer files of lmsys/vicuna-7b-v1.5 into that folder."
+        )
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, legacy=True)
     # The reference pads to a square when `image_aspect_ratio == "pad"` (every released checkpoint, §6.3) and does so
     # at training time; its demo does not, which we do not copy (pad-to-square everywhere).
@@ -856,7 +862,12 @@ def convert_sqllava_checkpoint(
     vision_source = vision_tower or original_config.get("mm_vision_tower") or original_config.get("vision_tower")
     if vision_source is None:
         raise ValueError(f"{model_dir}/config.json names no `mm_vision_tower`: pass `--vision-tower`.")
-    vision_dir = resolve_checkpoint(vision_source, "vision tower")
+    # The authors' config may name a path on their machine (as their adapter_config.json does, reference §6.6).
+    vision_hint = "" if vision_tower else (
+        "It comes from `mm_vision_tower` in the original config.json; pass `--vision-tower` (for the release, "
+        "presumably Lin-Chen/ShareGPT4V-7B_Pretrained_vit-large336-l12 or its 13B counterpart, reference §1.2)."
+    )
+    vision_dir = resolve_checkpoint(vision_source, "vision tower", vision_hint)
     vision_config = CLIPVisionConfig.from_pretrained(vision_dir)
     vision_lora_adapter = select_vision_lora(model_dir, vision_lora, top_level_vit_lora, record)
     weights |= convert_tensors(
