@@ -283,8 +283,9 @@ def generate_from_conversations(
     return [clean_generated_text(text, tokenizer.eos_token or "</s>") for text in texts]
 
 
-def _load_image(processor, image: Any) -> Any:
-    # File paths are opened by the processor's own loader (PIL, no EXIF rotation, as the reference's `Image.open`).
+def load_image(processor, image: Any) -> Any:
+    """A file path opened by the processor's own loader (PIL, no EXIF rotation, as the reference's `Image.open`);
+    anything else (PIL, array, tensor) as given."""
     if isinstance(image, (str, os.PathLike)):
         return processor.image_processor.fetch_images(os.fspath(image))
     return image
@@ -296,8 +297,8 @@ def _as_image_list(processor, images: Any) -> list[Any]:
     if isinstance(images, (list, tuple)):
         if not images:
             raise ValueError("`images` is empty: pass at least one image.")
-        return [_load_image(processor, image) for image in images]
-    return [_load_image(processor, images)]
+        return [load_image(processor, image) for image in images]
+    return [load_image(processor, images)]
 
 
 def self_question(
@@ -474,6 +475,7 @@ __all__ = [
     "clean_generated_text",
     "description_conversation",
     "generate_from_conversations",
+    "load_image",
     "question_conversation",
     "self_question",
     "stream_self_questioning",

@@ -33,7 +33,7 @@ import torch
 from ..self_questioning import (
     DESCRIPTION_PROMPT,
     SelfQuestioningConfig,
-    _load_image,
+    load_image,
     generate_from_conversations,
     self_question,
     stream_self_questioning,
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
 
         set_seed(args.seed)
     model, processor = load_model_and_processor(args.model, args.device, args.dtype, args.load_in_4bit)
-    image = _load_image(processor, args.image)
+    image = load_image(processor, args.image)
     if args.prompt is not None:
         return answer_prompt(model, processor, image, args)
     return run_self_questioning(model, processor, image, args)
