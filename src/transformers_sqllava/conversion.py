@@ -258,10 +258,23 @@ def checkpoint_shards(folder: Path) -> list[Path]:
     )
 
 
+def iterate_torch_file(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) pairs of one weights file, each tensor read when it is needed and not kept by the reader, so
+    a multi-GB shard is never held twice (source dtype and output dtype) while it is converted."""
+    if path.suffix == ".safetensors":
+        with safe_open(path, framework="pt") as file:
+            for name in file.keys():
+                yield name, file.get_tensor(name)
+        return
+    state_dict = load_torch_file(path)
+    for name in list(state_dict):
+        yield name, state_dict.pop(name)
+
+
 def iterate_checkpoint(folder: Path) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, tensor) pairs shard by shard, so at most one source shard is in memory at a time."""
+    """(name, tensor) pairs of a checkpoint folder, shard by shard."""
     for shard in checkpoint_shards(folder):
-        yield from load_torch_file(shard).items()
+        yield from iterate_torch_file(shard)
 
 
 def read_json(path: Path) -> dict:
