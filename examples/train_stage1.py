@@ -45,7 +45,7 @@ import os
 import torch
 from trl import SFTConfig, SFTTrainer
 
-from transformers_sqllava.training import CollatorStatsCallback, SQLlavaAlignmentCollator, prepare_stage1
+from transformers_sqllava.training import SQLlavaCollatorCallback, SQLlavaAlignmentCollator, prepare_stage1
 
 from train_stage2 import ScriptArguments, load_dataset, load_model_and_processor, make_parser, report
 
@@ -63,7 +63,7 @@ def main(script_args: ScriptArguments, training_args: SFTConfig):
         train_dataset=dataset,
         data_collator=collator,
         processing_class=processor,
-        callbacks=[CollatorStatsCallback(collator)],
+        callbacks=[SQLlavaCollatorCallback(collator)],
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)

@@ -61,7 +61,7 @@ from trl import SFTConfig, SFTTrainer, TrlParser
 
 from transformers_sqllava import SQLlavaForConditionalGeneration
 from transformers_sqllava.training import (
-    CollatorStatsCallback,
+    SQLlavaCollatorCallback,
     SQLlavaSelfQuestioningCollator,
     SQLlavaStage2Config,
     load_llava_dataset,
@@ -198,7 +198,7 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model=None, pro
         processing_class=processor,
         # Three learning rates: LLM LoRA, ViT LoRA, extractor + projector (§5.5).
         optimizer_cls_and_kwargs=stage2_optimizer_cls_and_kwargs(config, args=training_args),
-        callbacks=[CollatorStatsCallback(collator)],
+        callbacks=[SQLlavaCollatorCallback(collator)],
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)

@@ -12,7 +12,7 @@ from conftest import tiny_processor
 
 from transformers_sqllava import SYSTEM_PROMPT_V1_SQ
 from transformers_sqllava.training import (
-    CollatorStatsCallback,
+    SQLlavaCollatorCallback,
     SQLlavaAlignmentCollator,
     SQLlavaSelfQuestioningCollator,
     trained_spans,
@@ -323,7 +323,7 @@ def test_stats_callback_adds_question_and_answer_token_counts():
     processor = tiny_processor()
     collator = SQLlavaSelfQuestioningCollator(processor, sq_ratio=1.0, seed=0)
     collator([row(3)])
-    callback = CollatorStatsCallback(collator)
+    callback = SQLlavaCollatorCallback(collator)
 
     class State:
         global_step = 1
@@ -334,3 +334,41 @@ def test_stats_callback_adds_question_and_answer_token_counts():
     assert logs["collator/num_question_tokens"] == collator.stats.num_question_tokens > 0
     assert logs["collator/num_answer_tokens"] == collator.stats.num_answer_tokens > 0
     assert logs["collator/num_vuser_turns"] == 2 and State.log_history[-1]["collator/num_vuser_turns"] == 2
+
+
+def test_with_the_callback_draws_are_keyed_by_seed_epoch_and_sample():
+    processor = tiny_processor()
+    samples = [row(5, id=f"s{i}") for i in range(6)]
+
+    def draws(collator, batches):
+        result = {}
+        for batch_rows in batches:
+            batch = collator(batch_rows)
+            for sample, count in zip(batch_rows, vuser_pattern(batch, processor)):
+                result[sample["id"]] = count
+        return result
+
+    collator = SQLlavaSelfQuestioningCollator(processor)
+    callback = SQLlavaCollatorCallback(collator)
+
+    class Args:
+        seed = 42
+
+    class State:
+        epoch = 0.0
+
+    callback.on_epoch_begin(Args, State, None)
+    epoch0 = draws(collator, [samples[:3], samples[3:]])
+    # Other batches, another order, another collator (a resumed run, another worker or rank): the same draws.
+    other = SQLlavaSelfQuestioningCollator(processor)
+    State.epoch = 0.5  # resumed from a mid-epoch checkpoint
+    SQLlavaCollatorCallback(other).on_epoch_begin(Args, State, None)
+    torch.manual_seed(123)  # the global RNG plays no part
+    assert draws(other, [samples[4:], samples[:4][::-1]]) == epoch0
+    State.epoch = 1.0  # a new epoch redraws
+    callback.on_epoch_begin(Args, State, None)
+    epoch1 = draws(collator, [samples])
+    assert epoch1 != epoch0
+    Args.seed = 43
+    callback.on_epoch_begin(Args, State, None)
+    assert draws(collator, [samples]) != epoch1

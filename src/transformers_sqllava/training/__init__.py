@@ -3,6 +3,7 @@
 from .collator import (
     CollatorStats,
     CollatorStatsCallback,
+    SQLlavaCollatorCallback,
     SQLlavaAlignmentCollator,
     SQLlavaSelfQuestioningCollator,
     trained_spans,
@@ -36,6 +37,7 @@ from .recipe import (
 __all__ = [
     "CollatorStats",
     "CollatorStatsCallback",
+    "SQLlavaCollatorCallback",
     "SQLlavaAlignmentCollator",
     "SQLlavaSelfQuestioningCollator",
     "trained_spans",

@@ -20,7 +20,10 @@ Both take rows in TRL's conversational vision format, `{"images": [PIL.Image, ..
 `vuser` role and trains on every token.
 """
 
+import hashlib
+import json
 import logging
+import math
 import os
 import random
 from collections.abc import Sequence
@@ -229,15 +232,19 @@ class SQLlavaSelfQuestioningCollator(_SQLlavaCollatorBase):
     with probability `sq_ratio`; never the first turn, never in text-only samples; redrawn every time the sample is
     collated (a new draw every epoch). Turns that are `vuser` in the data stay `vuser`.
 
-    Determinism. Each call draws one 62-bit number from a stream, then seeds a private `random.Random` with it, the
-    process rank (`RANK`) and the dataloader worker id, and makes the batch's draws with it:
+    Determinism. Two modes:
 
-    - `seed=None` (default, recommended under `Trainer`): the stream is the global torch RNG, which `Trainer` seeds
-      from `args.seed` (`set_seed`), re-seeds in each dataloader worker, and saves in checkpoints, so a run resumed
-      from a checkpoint makes the same draws as an uninterrupted one;
-    - `seed=int`: a private stream seeded with it, for reproducible draws outside a trainer (tests, benchmarks). It
-      is not part of `Trainer` checkpoints: a resumed run restarts it. Each worker and rank holds a copy, so their
-      draws are decorrelated by the worker id and rank but depend on how batches are spread over them.
+    - **Under a trainer, with [`SQLlavaCollatorCallback`]** (recommended): the callback tells the collator the epoch
+      (and, with `seed=None`, `args.seed`), and each sample's draws are a pure function of `(seed, epoch, sample)`,
+      the sample being its `id` (or its text when it has none). A sample gets new draws every epoch; the draws do not
+      depend on batch order, dataloader workers, prefetching or the number of processes, and a run resumed from a
+      checkpoint makes exactly the draws of an uninterrupted run. (Two rows with the same `id` in one epoch share
+      their draws.)
+    - **Without the callback** (a bare collator): each call draws one number from a stream and seeds the batch's
+      draws with it, the process rank (`RANK`) and the dataloader worker id, so every call redraws. The stream is
+      private with `seed=int` (reproducible call by call), or the global torch RNG with `seed=None` (follows
+      `torch.manual_seed`). Stream positions are not saved in checkpoints, and `Trainer` prefetches batches, so this
+      mode does not replay exactly after a resume.
 
     Inputs (one dict per sample, TRL's conversational vision format; other keys such as `id` are ignored):
 
@@ -262,7 +269,8 @@ class SQLlavaSelfQuestioningCollator(_SQLlavaCollatorBase):
             (`scripts/finetune_lora_clu_sq.sh --sq_r 0.5`); the reference code's default `sq_r` is 0.3. 0 gives plain
             LLaVA-1.5 instruction tuning with the v1_sq prompt.
         seed (`int`, *optional*):
-            Seed of a private draw stream; `None` uses the global torch RNG (see Determinism).
+            Seed of the vuser draws; `None` uses the trainer's `args.seed` (with the callback) or the global torch
+            RNG (without). See Determinism.
         system_prompt (`str`, *optional*, defaults to `"v1_sq"`):
             The system prompt for samples without a system message: `"v1_sq"` as the reference trains; `"v1"` is the
             answering prompt.
@@ -283,7 +291,7 @@ class SQLlavaSelfQuestioningCollator(_SQLlavaCollatorBase):
 
     Attributes:
         stats ([`CollatorStats`]): running counts, including supervised question and answer tokens; log them with
-            [`CollatorStatsCallback`].
+            [`SQLlavaCollatorCallback`].
 
     Example:
 
@@ -313,6 +321,21 @@ class SQLlavaSelfQuestioningCollator(_SQLlavaCollatorBase):
             )
         self._stream = random.Random(self.seed) if self.seed is not None else None
         self._batch_rng = random.Random()
+        self.epoch: int | None = None  # set by `set_epoch` (SQLlavaCollatorCallback): per-sample keyed draws
+        self._epoch_seed = self.seed
+
+    def set_epoch(self, epoch: int, default_seed: int | None = None) -> None:
+        """Switch to per-sample draws keyed by `(seed, epoch, sample)` (`seed` defaulting to `default_seed`)."""
+        self.epoch = int(epoch)
+        self._epoch_seed = self.seed if self.seed is not None else (default_seed or 0)
+
+    def _sample_rng(self, example: dict[str, Any]) -> random.Random:
+        key = example.get("id")
+        if key is None:  # no id: the sample's text identifies it
+            key = hashlib.sha1(json.dumps(example.get("messages"), sort_keys=True, default=str).encode()).hexdigest()
+        # A string seed is hashed with SHA-512: the same in every process, independent of PYTHONHASHSEED.
+        self._batch_rng.seed(f"sqllava-vuser|{self._epoch_seed}|{self.epoch}|{key}")
+        return self._batch_rng
 
     def _next_batch_rng(self) -> random.Random:
         # One number from the stream per call (see "Determinism"), mixed with the rank and worker id so that copies
@@ -327,7 +350,7 @@ class SQLlavaSelfQuestioningCollator(_SQLlavaCollatorBase):
         return self._batch_rng
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        self._rng = self._next_batch_rng()
+        self._rng = self._next_batch_rng() if self.epoch is None else None
         return super().torch_call(examples)
 
     def draw_vuser_turns(self, messages: list[dict], has_image: bool, rng: random.Random | None = None) -> list[dict]:
@@ -360,7 +383,8 @@ class SQLlavaSelfQuestioningCollator(_SQLlavaCollatorBase):
                 "format, e.g. from `load_llava_dataset`."
             )
         self.stats.num_given_vuser_turns += sum(message.get("role") == "vuser" for message in messages)
-        messages = self.draw_vuser_turns(messages, has_image, self._rng)
+        rng = self._rng if self.epoch is None else self._sample_rng(example)
+        messages = self.draw_vuser_turns(messages, has_image, rng)
         has_system = messages[0].get("role") == "system"
         segments = self.processor.conversation_segments(messages, None if has_system else self.system_prompt)
         return self.processor.encode_segments(segments)
@@ -417,17 +441,27 @@ class SQLlavaAlignmentCollator(_SQLlavaCollatorBase):
         return self.processor.encode_segments(segments)
 
 
-class CollatorStatsCallback(TrainerCallback):
+class SQLlavaCollatorCallback(TrainerCallback):
     r"""
-    Adds a collator's [`CollatorStats`] (supervised question and answer tokens, vuser turns, skipped samples) to the
-    trainer's logs, as `collator/...` entries. The counts are cumulative, for this process; they stay at zero when
-    `dataloader_num_workers > 0` (workers collate with their own copies of the collator).
+    Connects an SQ-LLaVA collator to a `Trainer` / `SFTTrainer`:
 
-    Example: `SFTTrainer(..., data_collator=collator, callbacks=[CollatorStatsCallback(collator)])`.
+    - at the start of every epoch it calls `collator.set_epoch(epoch, args.seed)`, so the self-questioning
+      collator's vuser draws are keyed by `(seed, epoch, sample)`: new every epoch, and replayed exactly by a run
+      resumed from a checkpoint (see [`SQLlavaSelfQuestioningCollator`], Determinism);
+    - it adds the collator's [`CollatorStats`] (supervised question and answer tokens, vuser turns, skipped samples)
+      to the logs as `collator/...` entries. The counts are cumulative, for this process; they stay at zero with
+      `dataloader_num_workers > 0` (workers collate with their own copies of the collator).
+
+    Example: `SFTTrainer(..., data_collator=collator, callbacks=[SQLlavaCollatorCallback(collator)])`.
     """
 
     def __init__(self, collator: _SQLlavaCollatorBase):
         self.collator = collator
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        if hasattr(self.collator, "set_epoch"):
+            # `state.epoch` is fractional mid-epoch (e.g. 0.5 after resuming from a mid-epoch checkpoint).
+            self.collator.set_epoch(math.floor(state.epoch + 1e-6), default_seed=args.seed)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is None or "loss" not in logs:
@@ -437,6 +471,10 @@ class CollatorStatsCallback(TrainerCallback):
         # `Trainer.log` has already stored a copy of `logs` in the history: update it too.
         if state.log_history and state.log_history[-1].get("step") == state.global_step:
             state.log_history[-1].update(entries)
+
+
+# The first name of the callback (it only logged the counts then); kept for code that imports it.
+CollatorStatsCallback = SQLlavaCollatorCallback
 
 
 def trained_spans(input_ids: Sequence[int], labels: Sequence[int]) -> list[list[int]]:
@@ -456,6 +494,7 @@ def trained_spans(input_ids: Sequence[int], labels: Sequence[int]) -> list[list[
 __all__ = [
     "CollatorStats",
     "CollatorStatsCallback",
+    "SQLlavaCollatorCallback",
     "SQLlavaAlignmentCollator",
     "SQLlavaSelfQuestioningCollator",
     "trained_spans",
