@@ -347,13 +347,10 @@ def tokenizer_image_token(tokenizer, prompt: str) -> list[int]:
     return ids
 
 
-def test_image() -> Image.Image:
+def sample_image() -> Image.Image:
     torch.manual_seed(3)
     pixels = (torch.rand(12, 20, 3) * 255).to(torch.uint8).numpy()  # not square: exercises pad-to-square
     return Image.fromarray(pixels)
-
-
-test_image.__test__ = False  # a helper, not a test
 
 
 PROMPT_QUESTION = "What is in the image?"
@@ -363,7 +360,7 @@ def converted_inputs(folder: Path):
     processor = AutoProcessor.from_pretrained(folder)
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROMPT_QUESTION}]}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
-    return processor, prompt, processor(images=test_image(), text=prompt, return_tensors="pt")
+    return processor, prompt, processor(images=sample_image(), text=prompt, return_tensors="pt")
 
 
 def assert_matches_reference(folder: Path, release: OriginalRelease, merge_vit=True, merged_layout=False):
@@ -702,7 +699,7 @@ def test_converted_folder_loads_with_trust_remote_code_without_the_package(conve
     with torch.no_grad():
         torch.save(model(**inputs).logits, tmp_path / "logits.pt")
     torch.save(dict(inputs), tmp_path / "inputs.pt")
-    test_image().save(tmp_path / "image.png")
+    sample_image().save(tmp_path / "image.png")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
     result = subprocess.run(
         [sys.executable, "-c", REMOTE_LOAD, str(converted), str(tmp_path / "image.png"), str(tmp_path / "inputs.pt"),

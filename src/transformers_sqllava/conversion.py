@@ -455,11 +455,20 @@ def convert_tensors(
             tensor = tensor.reshape(-1)
         module = new_name.removesuffix(".weight")
         if lora is not None and new_name.endswith(".weight") and module in lora.lora_A:
+            lora_shape = (lora.lora_B[module].shape[0], lora.lora_A[module].shape[1])
+            if lora_shape != tuple(tensor.shape):
+                raise ValueError(
+                    f"{lora.source}: the LoRA of `{lora.peft_names[module]}` is {lora_shape} but the weight "
+                    f"`{name}` of {source} is {tuple(tensor.shape)}. The adapter was trained on another model."
+                )
             if merge_lora:
                 tensor = tensor.float() + lora.delta(module)
             merged.add(module)
         elif lora is not None and new_name.endswith(".weight") and tensor.dim() == 2:
-            peft_name = rename_key(module, invert_mapping(lora.key_mapping))
+            # (`layers_to_transform` restricts the targets to some layers: then a module without LoRA is expected.)
+            peft_name = None if lora.config.get("layers_to_transform") else rename_key(
+                module, invert_mapping(lora.key_mapping)
+            )
             if peft_name is not None and targets_module(lora.config.get("target_modules") or [], peft_name):
                 missing_lora.append(peft_name)
         converted[new_name] = tensor.to(dtype)
