@@ -310,6 +310,20 @@ def test_resize_embeddings_adds_mean_rows_for_the_native_marker():
     assert resize_embeddings_for_processor(model, processor) == 422  # idempotent
 
 
+def test_resize_initialises_new_tokens_inside_a_padded_vocabulary():
+    # LLaVA-1.5 checkpoints pad their vocabulary to a multiple of 64: "[vusr]" then lands in an existing, untrained row.
+    processor = tiny_processor(vuser_token="[vusr]")
+    model = SQLlavaForConditionalGeneration(tiny_config(text_config={"vocab_size": 448}))
+    old_input = model.get_input_embeddings().weight.detach().clone()
+    assert resize_embeddings_for_processor(model, processor) == 448  # never shrunk, nothing re-initialised
+    torch.testing.assert_close(model.get_input_embeddings().weight, old_input)
+    assert resize_embeddings_for_processor(model, processor, new_tokens=["[vusr]"]) == 448
+    new_input = model.get_input_embeddings().weight
+    torch.testing.assert_close(new_input[421], old_input[:421].mean(dim=0))
+    torch.testing.assert_close(new_input[:421], old_input[:421])
+    torch.testing.assert_close(new_input[422:], old_input[422:])
+
+
 def test_resize_checks_image_seq_length(processor):
     model = SQLlavaForConditionalGeneration(tiny_config())
     mismatched = SQLlavaProcessor(

@@ -27,6 +27,7 @@ What has to match the reference (sqllava-reference.md):
 import json
 import os
 import re
+from collections.abc import Iterable
 
 import numpy as np
 import PIL.Image
@@ -820,19 +821,51 @@ class SQLlavaProcessor(ProcessorMixin):
         return ["input_ids", "attention_mask", "pixel_values"]
 
 
-def resize_embeddings_for_processor(model, processor: SQLlavaProcessor) -> int:
+def initialize_token_embeddings(model, vocab_size: int, token_ids: Iterable[int] = ()) -> int:
+    r"""
+    Grow `model`'s input embeddings and LM head to at least `vocab_size` rows and set every new row, plus the rows of
+    `token_ids`, to the mean of the rows before the first of them (the tokens the model was trained on), as
+    transformers' LLaVA conversion script initialises added tokens (it adds noise of 1e-5 times the covariance; the
+    plain mean keeps the call deterministic). `token_ids` covers tokens that land in existing rows, e.g. LLaVA-1.5
+    checkpoints whose vocabulary is padded to a multiple of 64.
+
+    Returns:
+        `int`: the embedding size after the call (never shrunk).
+    """
+    old_size = model.get_input_embeddings().weight.shape[0]
+    new_rows = sorted(set(token_ids) | set(range(old_size, vocab_size)))
+    if not new_rows:
+        return old_size
+    trained_rows = min(new_rows)
+    means = [
+        None if embeddings is None else embeddings.weight.detach()[:trained_rows].mean(dim=0)
+        for embeddings in (model.get_input_embeddings(), model.get_output_embeddings())
+    ]
+    if vocab_size > old_size:
+        model.resize_token_embeddings(vocab_size, mean_resizing=False)
+    with torch.no_grad():
+        for embeddings, mean in zip((model.get_input_embeddings(), model.get_output_embeddings()), means):
+            if mean is not None:
+                embeddings.weight[new_rows] = mean
+    return model.get_input_embeddings().weight.shape[0]
+
+
+def resize_embeddings_for_processor(model, processor: SQLlavaProcessor, new_tokens: Iterable[str] = ()) -> int:
     r"""
     Give `model` embedding rows for every token of `processor.tokenizer`, after the processor added `<image>`,
-    `<pad>` or a native vuser token. The new rows of the input embeddings and of the LM head are the mean of the
-    existing rows, as transformers' LLaVA conversion script initialises them (it adds noise of 1e-5 times the
-    covariance; the plain mean keeps the call deterministic). Also checks that the model's `image_token_id` and
-    `image_seq_length` match the processor's.
+    `<pad>` or a native vuser token: the one call to make after building a processor for an existing model. New rows
+    of the input embeddings and of the LM head are the mean of the existing rows (see
+    [`initialize_token_embeddings`]). Also checks that the model's `image_token_id` and `image_seq_length` match the
+    processor's.
 
     Args:
         model ([`SQLlavaForConditionalGeneration`] or any model with `resize_token_embeddings`):
             The model; resized in place.
         processor ([`SQLlavaProcessor`]):
             The processor whose tokenizer the model must cover.
+        new_tokens (`Iterable[str]`, *optional*):
+            Tokens the model has not been trained with whose ids fall inside its existing rows (a padded
+            vocabulary): their rows are re-initialised to the mean as well. Rows past the old size always are.
 
     Returns:
         `int`: the embedding size after the call (unchanged if it already covered the tokenizer; never shrunk).
@@ -850,19 +883,8 @@ def resize_embeddings_for_processor(model, processor: SQLlavaProcessor) -> int:
             f"`image_token_id` is {image_token_id}: set `model.config.image_token_id = {processor.image_token_id}` "
             "(and `image_token_index`) or use the tokenizer the model was set up with."
         )
-    old_size = model.get_input_embeddings().weight.shape[0]
-    new_size = len(processor.tokenizer)
-    if new_size <= old_size:
-        return old_size
-    input_mean = model.get_input_embeddings().weight.detach().mean(dim=0)
-    output_embeddings = model.get_output_embeddings()
-    output_mean = None if output_embeddings is None else output_embeddings.weight.detach().mean(dim=0)
-    model.resize_token_embeddings(new_size, mean_resizing=False)
-    with torch.no_grad():
-        model.get_input_embeddings().weight[old_size:] = input_mean
-        if output_mean is not None:
-            model.get_output_embeddings().weight[old_size:] = output_mean
-    return new_size
+    token_ids = [processor.tokenizer.convert_tokens_to_ids(token) for token in new_tokens]
+    return initialize_token_embeddings(model, len(processor.tokenizer), token_ids)
 
 
 SQLlavaImageProcessor.register_for_auto_class("AutoImageProcessor")
@@ -877,5 +899,6 @@ __all__ = [
     "SYSTEM_PROMPT_V1",
     "SYSTEM_PROMPT_V1_SQ",
     "build_chat_template",
+    "initialize_token_embeddings",
     "resize_embeddings_for_processor",
 ]

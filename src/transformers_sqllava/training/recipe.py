@@ -46,12 +46,12 @@ from transformers import AddedToken, BitsAndBytesConfig, LlavaForConditionalGene
 
 from ..configuration_sqllava import SQLlavaConfig
 from ..modeling_sqllava import SQLlavaForConditionalGeneration, SQLlavaMultiModalProjector
+from ..processing_sqllava import NATIVE_VUSER_TOKEN, initialize_token_embeddings
 
 logger = logging.getLogger(__name__)
 
 PROJECTOR_MODULE = "multi_modal_projector"  # prototype extractor + MLP
 VISION_TOWER_MODULE = "vision_tower"
-NATIVE_VUSER_TOKEN = "[vusr]"  # the paper's name; converted checkpoints keep the plain text "VUSER" (design §4)
 
 # ------------------------------------------------------------------------------------------------------------------
 # Hyperparameters
@@ -512,17 +512,7 @@ def add_vuser_token(model: nn.Module, tokenizer, vuser_token: str = NATIVE_VUSER
     if vuser_token not in tokenizer.get_vocab():
         tokenizer.add_tokens([AddedToken(vuser_token, special=True, normalized=False)], special_tokens=True)
     token_id = tokenizer.convert_tokens_to_ids(vuser_token)
-    num_rows = model.get_input_embeddings().weight.shape[0]
-    if token_id >= num_rows:
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-    reference_rows = min(token_id, num_rows)
-    with torch.no_grad():
-        for embeddings in (model.get_input_embeddings(), model.get_output_embeddings()):
-            if embeddings is None:
-                continue
-            mean = embeddings.weight[:reference_rows].mean(dim=0)
-            embeddings.weight[token_id] = mean
-            embeddings.weight[num_rows:] = mean  # rows added by the resize (padding up to `len(tokenizer)`)
+    initialize_token_embeddings(model, len(tokenizer), [token_id])
     return token_id
 
 
@@ -620,7 +610,7 @@ def sqllava_from_llava(
 # Only the language model's linears are quantized: the vision tower and the extractor + projector train (ViT LoRA,
 # modules_to_save) and the extractor reads `prototype_proj.weight` directly; `lm_head` stays precise. Paths from the
 # model's root (design §6).
-QLORA_SKIP_MODULES = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
+QLORA_SKIP_MODULES = list(SQLlavaForConditionalGeneration._default_llm_int8_skip_modules)
 
 
 def qlora_quantization_config(compute_dtype: torch.dtype = torch.bfloat16) -> BitsAndBytesConfig:
