@@ -5,6 +5,9 @@
 - `data`: the train/held-out split ([`split_scenes`]) and samples as LLaVA JSON ([`write_llava_dataset`]) or TRL
   rows ([`build_trl_rows`]), stage 1 (captions) or stage 2 (conversations).
 - `tokenizer`: [`build_scene_tokenizer`], a tiny Vicuna-shaped tokenizer trained on the scene language.
+- `train`: [`train_demo_model`], the tiny SQ-LLaVA trained on scenes with `SFTTrainer` and the self-questioning
+  collator (`python -m transformers_sqllava.demo.train`); its committed checkpoint is [`DEFAULT_CHECKPOINT`].
+- `run`: [`run_demo`] and [`format_report`], what `sqllava demo` runs and prints.
 """
 
 from .checker import is_correct, parse_caption, parse_question
@@ -25,9 +28,18 @@ from .scenes import (
     sample_question,
 )
 from .tokenizer import build_scene_tokenizer
+from .train import DEFAULT_CHECKPOINT, DemoTrainingConfig, train_demo_model
+from .run import DemoReport, format_report, load_demo_model, run_demo
 
 __all__ = [
     "CELLS",
+    "DEFAULT_CHECKPOINT",
+    "DemoReport",
+    "DemoTrainingConfig",
+    "format_report",
+    "load_demo_model",
+    "run_demo",
+    "train_demo_model",
     "COLOURS",
     "DESCRIBE_QUESTION",
     "SHAPES",
