@@ -6,14 +6,14 @@ i.e. the legacy behaviour the reference relies on), byte fallback with `<0xNN>` 
 `<unk>`=0, `<s>`=1, `</s>`=2.
 """
 
-import json
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from transformers_sqllava import SQLlavaConfig
+from transformers_sqllava.demo.tokenizer import vicuna_style_tokenizer
 
 CORPUS = [
     "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
@@ -38,26 +38,8 @@ def build_llama_style_tokenizer(vocab_size: int = 160) -> PreTrainedTokenizerFas
     # Train within words, as sentencepiece does (split_by_whitespace), so no piece spans a word boundary.
     trained.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never", split=True)
     trained.train_from_iterator(CORPUS, trainer)
-    learned = json.loads(trained.to_str())["model"]
-
     # Llama's layout: <unk>, <s>, </s>, then the 256 byte pieces, then the learned pieces.
-    pieces = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
-    pieces += [piece for piece in sorted(learned["vocab"], key=learned["vocab"].get) if piece not in pieces]
-    vocab = {piece: index for index, piece in enumerate(pieces)}
-    merges = [tuple(merge) if isinstance(merge, list) else tuple(merge.split(" ")) for merge in learned["merges"]]
-
-    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
-    tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
-    tokenizer.decoder = decoders.Sequence(
-        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
-    )
-    tokenizer.add_special_tokens(["<unk>", "<s>", "</s>"])
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, unk_token="<unk>", bos_token="<s>", eos_token="</s>", padding_side="left"
-    )
+    return vicuna_style_tokenizer(trained)
 
 
 def tiny_config(**overrides) -> SQLlavaConfig:

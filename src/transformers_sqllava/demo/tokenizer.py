@@ -139,8 +139,14 @@ def build_scene_tokenizer() -> PreTrainedTokenizerFast:
     learner.train_from_iterator(
         (word for word, count in sorted(words.items()) for _ in range(count)), trainer, length=sum(words.values())
     )
-    learned = json.loads(learner.to_str())["model"]
+    return vicuna_style_tokenizer(learner)
 
+
+def vicuna_style_tokenizer(trained_bpe: Tokenizer) -> PreTrainedTokenizerFast:
+    """Lay a trained BPE model out like Vicuna's (Llama-2's legacy) `tokenizer.json`: `<unk>`=0, `<s>`=1, `</s>`=2,
+    the byte pieces, then the learned pieces; `Prepend("▁")` + `Replace(" ", "▁")` normaliser, byte fallback, BOS
+    added by the post-processor. Also used by the test suite's small tokenizer."""
+    learned = json.loads(trained_bpe.to_str())["model"]
     pieces = [*SPECIAL_PIECES, *BYTE_PIECES]
     pieces += [piece for piece in sorted(learned["vocab"], key=learned["vocab"].get) if piece not in pieces]
     vocab = {piece: index for index, piece in enumerate(pieces)}
@@ -165,4 +171,4 @@ def build_scene_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-__all__ = ["build_scene_tokenizer", "scene_language_corpus"]
+__all__ = ["build_scene_tokenizer", "scene_language_corpus", "vicuna_style_tokenizer"]
