@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 from pathlib import Path
 
@@ -69,6 +70,11 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads or min(torch.get_num_threads(), 2))
     checkpoint = Path(args.checkpoint) if args.checkpoint else DEFAULT_CHECKPOINT
     if args.retrain:
+        if importlib.util.find_spec("trl") is None or importlib.util.find_spec("datasets") is None:
+            raise SystemExit(
+                "sqllava demo --retrain trains with TRL: install the training extras first, "
+                "`pip install -e \".[train]\"` (or `pip install \"transformers-sqllava[train]\"`)."
+            )
         config = DemoTrainingConfig(threads=torch.get_num_threads())
         if args.retrain_max_steps is not None:
             config.max_steps = args.retrain_max_steps

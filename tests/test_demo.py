@@ -1,0 +1,105 @@
+"""The offline demo: `sqllava demo` on the committed checkpoint, and a smoke run of the training script.
+
+The full demo (300 held-out questions, 150 self-asked ones) is what the README quotes; here a reduced run checks the
+same code path, the report's sections, the PNGs, and accuracies at thresholds the full run clears with a margin.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from sqllava_tiny import single_torch_thread
+
+from transformers_sqllava import SQLlavaForConditionalGeneration, SQLlavaProcessor
+from transformers_sqllava.cli import main as sqllava_main
+from transformers_sqllava.demo import checker, generate_scene
+from transformers_sqllava.demo.run import format_report, judge_self_asked, load_demo_model, run_demo
+from transformers_sqllava.demo.train import DEFAULT_CHECKPOINT, DemoTrainingConfig, train_demo_model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    with single_torch_thread():
+        yield
+
+
+def test_committed_checkpoint_is_small_complete_and_loads_from_the_package():
+    files = {path.name for path in DEFAULT_CHECKPOINT.iterdir()}
+    assert {"model.safetensors", "config.json", "tokenizer.json", "README.md", "demo_training.json"} <= files
+    size_mb = (DEFAULT_CHECKPOINT / "model.safetensors").stat().st_size / 2**20
+    assert size_mb < 15
+    card = (DEFAULT_CHECKPOINT / "README.md").read_text()
+    assert card.startswith("---\n") and "pipeline_tag: image-text-to-text" in card
+    assert "answer accuracy" in card  # the card quotes the demo's numbers
+    model, processor, record = load_demo_model()
+    assert isinstance(model, SQLlavaForConditionalGeneration) and isinstance(processor, SQLlavaProcessor)
+    assert model.config.model_type == "sqllava" and processor.vuser_token == "[vusr]"
+    assert record["training_config"]["sq_ratio"] == 0.5
+    with safe_open(DEFAULT_CHECKPOINT / "model.safetensors", "pt") as weights:
+        assert any("prototype_extractor" in name for name in weights.keys())
+
+
+def test_self_asked_questions_are_judged_by_the_checker():
+    scene = generate_scene(3)  # a small purple triangle (top right) and a large purple square (bottom right)
+    assert judge_self_asked(scene, "How many squares are there?", "One.").correct is True
+    invalid = judge_self_asked(scene, "What shape is the purple object?", "Square.")  # two purple objects
+    assert (invalid.valid, invalid.correct) == (False, None)
+    assert judge_self_asked(scene, "How many square?", "One.").valid is False  # not in the language
+    assert checker.parse_question("Where is the triangle?") is not None
+
+
+def test_demo_on_the_committed_checkpoint(tmp_path):
+    report = run_demo(
+        output_dir=tmp_path,
+        num_shown=2,
+        num_eval_scenes=40,
+        questions_per_scene=2,
+        num_self_questioning_scenes=12,
+        questions_asked_per_scene=2,
+    )
+    assert len(report.answers) == 80 and len(report.self_asked) == 24
+    # The full run (300 questions, 150 self-asked) clears 90% and 80%; a smaller sample gets a margin for noise.
+    assert report.answer_accuracy >= 0.8
+    assert report.valid_question_share >= 0.65
+    pngs = sorted(tmp_path.glob("*.png"))
+    assert len(pngs) == 2 and all(result.image_path in pngs for result in report.shown)
+    text = format_report(report)
+    for section in ("Scene 1", "truth:", "description:", "answers:", "self-asked", "[vusr]:", "answer accuracy:"):
+        assert section in text
+    assert "self-asked questions valid:" in text and ("[right]" in text or "[WRONG]" in text)
+
+
+def test_sqllava_demo_command(tmp_path, capsys):
+    exit_code = sqllava_main(
+        ["demo", "--output-dir", str(tmp_path), "--num-shown", "1", "--num-eval-scenes", "8",
+         "--questions-per-scene", "1", "--num-self-questioning-scenes", "2", "--questions-asked-per-scene", "1"]
+    )  # fmt: skip
+    printed = capsys.readouterr().out
+    assert exit_code == 0
+    assert "Held-out results" in printed and "Targets:" in printed and "Scene 1" in printed
+    assert len(list(tmp_path.glob("*.png"))) == 1
+
+
+def test_training_script_smoke(tmp_path):
+    """A handful of steps of both stages on a tiny config: the real script, SFTTrainer and both collators."""
+    config = DemoTrainingConfig(
+        image_size=48, patch_size=12, vision_hidden_size=32, vision_layers=2, text_hidden_size=32,
+        text_intermediate_size=64, text_layers=2, num_prototypes=4, num_train_scenes=16, alignment_steps=2,
+        max_steps=3, batch_size=4, threads=1,
+    )  # fmt: skip
+    train_demo_model(config, tmp_path / "a", evaluate=False, log_every=1)
+    record = json.loads((tmp_path / "a" / "demo_training.json").read_text())
+    assert record["training_config"]["max_steps"] == 3
+    assert record["collator_stats"]["num_vuser_turns"] > 0  # the self-questioning collator drew vuser turns
+    assert (tmp_path / "a" / "README.md").read_text().startswith("---\n")
+    model = SQLlavaForConditionalGeneration.from_pretrained(tmp_path / "a")
+    # Seeded: a second run gives the same weights.
+    train_demo_model(config, tmp_path / "b", evaluate=False, log_every=1)
+    again = SQLlavaForConditionalGeneration.from_pretrained(tmp_path / "b")
+    for (name, weight), other in zip(model.state_dict().items(), again.state_dict().values()):
+        torch.testing.assert_close(weight, other, msg=name)
+    report = run_demo(tmp_path / "a", output_dir=None, num_shown=1, num_eval_scenes=2, questions_per_scene=1,
+                      num_self_questioning_scenes=1, questions_asked_per_scene=1)  # fmt: skip
+    assert len(report.answers) == 2 and Path(report.checkpoint) == tmp_path / "a"
