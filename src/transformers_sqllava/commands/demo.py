@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
                 "sqllava demo --retrain trains with TRL: install the training extras first, "
                 "`pip install -e \".[train]\"` (or `pip install \"transformers-sqllava[train]\"`)."
             )
-        config = DemoTrainingConfig(threads=torch.get_num_threads())
+        config = DemoTrainingConfig()  # the committed checkpoint's settings
         if args.retrain_max_steps is not None:
             config.max_steps = args.retrain_max_steps
         checkpoint = Path(args.output_dir) / "checkpoint"

@@ -1,0 +1,327 @@
+# Copyright 2026 The transformers-sqllava authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""PyTorch SQ-LLaVA model: LLaVA-1.5 with a prototype extractor in front of the projector.
+
+This file is one of the three "Hub files" (configuration, modeling, processing): it imports only torch,
+transformers and its siblings, so `save_pretrained` can ship it as remote code unchanged.
+
+Everything but the projector is transformers' LLaVA: the vision tower, the placeholder scatter, the language model,
+the loss and generation. The projector is the reference's `Clustering` module (sqllava-reference.md §1.3).
+"""
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import BitsAndBytesConfig
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.models.auto import AutoModel
+from transformers.models.llava.modeling_llava import (
+    LlavaCausalLMOutputWithPast,
+    LlavaForConditionalGeneration,
+    LlavaModel,
+    LlavaModelOutputWithPast,
+    LlavaPreTrainedModel,
+)
+
+from .configuration_sqllava import SQLlavaConfig
+
+
+class SQLlavaModelOutputWithPast(LlavaModelOutputWithPast):
+    pass
+
+
+class SQLlavaCausalLMOutputWithPast(LlavaCausalLMOutputWithPast):
+    pass
+
+
+class SQLlavaPreTrainedModel(LlavaPreTrainedModel):
+    config: SQLlavaConfig
+    _no_split_modules = ["SQLlavaPrototypeExtractor"]
+    # Quantization: what bitsandbytes keeps in full precision when a `BitsAndBytesConfig` has no
+    # `llm_int8_skip_modules` (filled in by `from_pretrained` below). Paths from the model's root: transformers 5
+    # matches skip modules as prefixes or suffixes of full names, so under `SQLlavaForConditionalGeneration` a bare
+    # "multi_modal_projector" would match nothing.
+    _default_llm_int8_skip_modules: list[str] | None = None
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, SQLlavaPrototypeExtractor):
+            # The reference starts the gate at sigmoid(0 + 1 * cos): alpha = 1, beta = 0 (§1.3).
+            init.ones_(module.gate_scale)
+            init.zeros_(module.gate_bias)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        r"""
+        [`~transformers.PreTrainedModel.from_pretrained`] with two bitsandbytes defaults for SQ-LLaVA.
+
+        - A `quantization_config=BitsAndBytesConfig(...)` (or its dict) without `llm_int8_skip_modules` gets
+          `_default_llm_int8_skip_modules`: the vision tower, the prototype extractor + projector and `lm_head` stay in
+          full precision and only the language model's linears are quantized, as in the reference's 4/8-bit path
+          (LLaVA `train.py`: `llm_int8_skip_modules=["mm_projector"]`, the CLIP tower is built after quantization).
+          Transformers' own default keeps only `lm_head`, which would also quantize the extractor, whose routing reads
+          `prototype_proj.weight` directly and cannot use a packed 4-bit weight. A list the user passes, even `[]`, is
+          used as given. The list is written to `config.quantization_config`, so a saved 4-bit model reloads with the
+          same layout.
+        - After a 4-bit load, CPU weight repacking is switched off on every `Linear4bit`: see
+          [`~SQLlavaPreTrainedModel.disable_bnb_cpu_weight_repacking`].
+        """
+        quantization_config = kwargs.get("quantization_config")
+        default_skip_modules = cls._default_llm_int8_skip_modules
+        if default_skip_modules is not None:
+            if isinstance(quantization_config, BitsAndBytesConfig):
+                if quantization_config.llm_int8_skip_modules is None:
+                    quantization_config = copy.deepcopy(quantization_config)  # the caller's object stays untouched
+                    quantization_config.llm_int8_skip_modules = list(default_skip_modules)
+            elif isinstance(quantization_config, dict) and quantization_config.get("quant_method") == "bitsandbytes":
+                if quantization_config.get("llm_int8_skip_modules") is None:
+                    quantization_config = {**quantization_config, "llm_int8_skip_modules": list(default_skip_modules)}
+            if quantization_config is not None:
+                kwargs["quantization_config"] = quantization_config
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # `output_loading_info=True` returns a tuple
+        if getattr(model, "is_loaded_in_4bit", False):
+            model.disable_bnb_cpu_weight_repacking()
+        return loaded
+
+    def disable_bnb_cpu_weight_repacking(self) -> int:
+        """
+        Sets `support_avx512bf16_for_cpu = False` on every bitsandbytes `Linear4bit` and returns how many it found.
+
+        On a CPU with AVX512-BF16, bitsandbytes 0.50 (its fused CPU kernel, bitsandbytes PR #1804) repacks a
+        `Linear4bit` weight in place on the first forward in eval mode without gradients, into a layout with bf16
+        `absmax`. Afterwards training forwards compute with the repacked bf16 weights, `state_dict()` (hence
+        `save_pretrained`) returns a different, lossy `absmax`, and moving the model off the CPU keeps the packed
+        layout (bitsandbytes#2078). Layers narrower than the 64-wide quantization block cannot be repacked at all: the
+        forward raises.
+
+        `from_pretrained` calls this after every 4-bit load; call it again after building `Linear4bit` layers yourself.
+        The price is the slower unfused CPU kernel in inference: to get the fused one back for an inference-only model,
+        set the attribute to `True` on the `Linear4bit` modules.
+
+        No bitsandbytes import: the attribute only exists on its `Linear4bit` (and subclasses), so this stays safe for
+        remote-code users without bitsandbytes.
+        """
+        num_layers = 0
+        for module in self.modules():
+            if hasattr(module, "support_avx512bf16_for_cpu"):
+                module.support_avx512bf16_for_cpu = False
+                num_layers += 1
+        return num_layers
+
+
+class SQLlavaPrototypeExtractor(SQLlavaPreTrainedModel):
+    r"""
+    The prototype extractor of SQ-LLaVA: learned clusters that enrich each image token (reference `Clustering`,
+    sqllava-reference.md §1.3). Tokens in, the same number of tokens out, with the same width.
+
+    For image tokens x of shape `(batch, tokens, channels)`:
+
+    1. initial prototypes: x average-pooled over the token axis into `num_prototypes` windows (not random);
+    2. `prototype_iterations` times: prototypes <- `prototype_proj(prototypes)`; soft assignment = softmax over the
+       **prototype** axis of normalize(prototypes, channels) @ normalize(`key_proj(x)`, **tokens**); prototypes <-
+       assignment @ `value_proj(x)` (an unnormalised sum, as in the reference);
+    3. hard assignment of every token to its arg-max prototype, gated by
+       gate = sigmoid(`gate_bias` + `gate_scale` * cos(prototype, x));
+    4. each cluster's aggregate = (sum of gate * value_proj(x) over its tokens + its pooled value) / (count + 1);
+    5. output = x + gate * aggregate of the token's cluster.
+
+    The reference computes steps 4-5 as broadcasts that materialise a batch x prototypes x tokens x channels tensor
+    (0.6 GB per image in fp32 at the real size). Since each token belongs to exactly one cluster, the same numbers
+    come from a `scatter_add` over tokens and a `gather` back, in O(batch x tokens x channels) memory.
+
+    With `config.prototype_extractor_fp32` (the default) steps 2-5 run in fp32 whatever the module dtype: in fp16
+    the gate saturates and ties between prototypes, and the unnormalised sums can overflow (reference §8.3).
+    """
+
+    def __init__(self, config: SQLlavaConfig):
+        super().__init__(config)
+        channels = config.vision_config.hidden_size
+        self.num_prototypes = config.num_prototypes
+        self.prototype_iterations = config.prototype_iterations
+        self.compute_in_fp32 = config.prototype_extractor_fp32
+        # Reference names: `c` (re-applied to the prototypes every iteration), `v` (the "key" side of the soft
+        # assignment), `f` (the "value" features that get aggregated), `sim_alpha`, `sim_beta`.
+        self.prototype_proj = nn.Linear(channels, channels)
+        self.key_proj = nn.Linear(channels, channels)
+        self.value_proj = nn.Linear(channels, channels)
+        self.gate_scale = nn.Parameter(torch.ones(1))
+        self.gate_bias = nn.Parameter(torch.zeros(1))
+        self.post_init()
+
+    def _pool_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        # (batch, tokens, channels) -> (batch, num_prototypes, channels). AdaptiveAvgPool1d windows: with 576 tokens and
+        # 256 prototypes every window holds 3 consecutive raster tokens and neighbours overlap by 0 or 1 token.
+        return F.adaptive_avg_pool1d(tokens.transpose(1, 2), self.num_prototypes).transpose(1, 2)
+
+    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            image_features (`torch.Tensor` of shape `(batch_size, num_tokens, channels)`):
+                Vision tower features (576 CLIP patch tokens for the real model).
+
+        Returns:
+            `torch.Tensor` of the same shape and dtype: each token plus the gated aggregate of its cluster.
+        """
+        if image_features.shape[1] < self.num_prototypes:
+            raise ValueError(
+                f"The prototype extractor got {image_features.shape[1]} image tokens but has {self.num_prototypes} "
+                "prototypes: it needs at least one token per prototype. Check `vision_feature_select_strategy` and "
+                "the image size, or lower `num_prototypes`."
+            )
+        input_dtype = image_features.dtype
+        # fp32 (or wider: float64 stays float64) for the routing; `prototype_extractor_fp32=False` keeps the input dtype.
+        compute_dtype = torch.promote_types(input_dtype, torch.float32) if self.compute_in_fp32 else input_dtype
+        keys = self.key_proj(image_features)
+        values = self.value_proj(image_features)
+
+        # Autocast would silently put the matmuls back in half precision.
+        with torch.autocast(device_type=image_features.device.type, enabled=False):
+            tokens = image_features.to(compute_dtype)
+            keys = keys.to(compute_dtype)
+            values = values.to(compute_dtype)
+
+            prototypes = self._pool_tokens(tokens)
+            pooled_values = self._pool_tokens(values)
+            # The reference normalises the keys over the *token* axis (each channel of key_proj(x) gets unit norm
+            # across the image), not over channels: the assignment logit is not a cosine (§1.3 step 3, §1.5).
+            keys = F.normalize(keys, dim=1)
+            prototype_weight = self.prototype_proj.weight.to(compute_dtype)
+            prototype_bias = self.prototype_proj.bias.to(compute_dtype)
+            for _ in range(self.prototype_iterations):
+                prototypes = F.linear(prototypes, prototype_weight, prototype_bias)
+                logits = F.normalize(prototypes, dim=-1) @ keys.transpose(1, 2)  # (batch, prototypes, tokens)
+                soft_assignment = logits.softmax(dim=1)  # over prototypes, for each token; no temperature
+                prototypes = soft_assignment @ values  # unnormalised M-step, as in the reference
+
+            cosine = F.normalize(prototypes, dim=-1) @ F.normalize(tokens, dim=-1).transpose(1, 2)
+            gates = torch.sigmoid(self.gate_bias.to(compute_dtype) + self.gate_scale.to(compute_dtype) * cosine)
+            # `max` returns the first maximal index on ties, as the reference's `similarity.max(dim=1)` does. Its
+            # backward routes the gradient to the winning gate only, like the reference's one-hot mask.
+            gate, assignment = gates.max(dim=1)  # (batch, tokens)
+
+            batch_size, _, channels = tokens.shape
+            index = assignment.unsqueeze(-1).expand(-1, -1, channels)
+            cluster_sums = torch.zeros_like(pooled_values).scatter_add(1, index, gate.unsqueeze(-1) * values)
+            cluster_sizes = torch.zeros(batch_size, self.num_prototypes, dtype=compute_dtype, device=tokens.device)
+            cluster_sizes = cluster_sizes.scatter_add(1, assignment, torch.ones_like(gate))
+            # The pooled value window counts as one more member of its cluster (Context-Cluster style, §1.3 step 5).
+            clusters = (cluster_sums + pooled_values) / (cluster_sizes + 1).unsqueeze(-1)
+            enriched = tokens + gate.unsqueeze(-1) * clusters.gather(1, index)
+        return enriched.to(input_dtype)
+
+
+class SQLlavaMultiModalProjector(nn.Module):
+    """Prototype extractor (optional) then Linear -> activation -> Linear into the language model's width."""
+
+    def __init__(self, config: SQLlavaConfig):
+        super().__init__()
+        self.prototype_extractor = SQLlavaPrototypeExtractor(config) if config.use_prototype_extractor else None
+        self.linear_1 = nn.Linear(
+            config.vision_config.hidden_size, config.text_config.hidden_size, bias=config.multimodal_projector_bias
+        )
+        self.act = ACT2FN[config.projector_hidden_act]
+        self.linear_2 = nn.Linear(
+            config.text_config.hidden_size, config.text_config.hidden_size, bias=config.multimodal_projector_bias
+        )
+
+    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
+        if self.prototype_extractor is not None:
+            image_features = self.prototype_extractor(image_features)
+        hidden_states = self.linear_1(image_features)
+        hidden_states = self.act(hidden_states)
+        hidden_states = self.linear_2(hidden_states)
+        return hidden_states
+
+
+class SQLlavaModel(SQLlavaPreTrainedModel, LlavaModel):
+    """
+    The SQ-LLaVA model without a language modeling head: LLaVA's [`~transformers.LlavaModel`] whose projector is
+    [`SQLlavaMultiModalProjector`]. Inputs and outputs are those of `LlavaModel`.
+    """
+
+    # Quantization: kept in full precision by default, see `SQLlavaPreTrainedModel.from_pretrained`.
+    _default_llm_int8_skip_modules = ["vision_tower", "multi_modal_projector"]
+
+    def __init__(self, config: SQLlavaConfig):
+        SQLlavaPreTrainedModel.__init__(self, config)
+        self.vision_tower = AutoModel.from_config(config.vision_config)
+        self.multi_modal_projector = SQLlavaMultiModalProjector(config)
+        self.language_model = AutoModel.from_config(config.text_config)
+        self.post_init()
+
+    def get_placeholder_mask(
+        self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, image_features: torch.Tensor
+    ) -> torch.Tensor:
+        if input_ids is None:
+            image_embedding = self.get_input_embeddings()(
+                torch.tensor(self.config.image_token_id, dtype=torch.long, device=inputs_embeds.device)
+            )
+            special_image_mask = (inputs_embeds == image_embedding).all(-1)
+        else:
+            special_image_mask = input_ids == self.config.image_token_id
+        num_image_tokens = int(special_image_mask.sum())
+        num_image_features = image_features.shape[0]
+        if num_image_tokens != num_image_features:
+            per_image = self.config.image_seq_length
+            raise ValueError(
+                f"Image features and image tokens do not match: the text has {num_image_tokens} image tokens "
+                f"({num_image_tokens / per_image:g} images' worth at {per_image} tokens per image) but "
+                f"{num_image_features // per_image} images were given ({num_image_features} features). Build the "
+                "inputs with `SQLlavaProcessor`, which expands every `<image>` into `image_seq_length` tokens, and "
+                "pass exactly one image per `<image>` placeholder."
+            )
+        return special_image_mask.unsqueeze(-1).expand_as(inputs_embeds).to(inputs_embeds.device)
+
+
+class SQLlavaForConditionalGeneration(SQLlavaPreTrainedModel, LlavaForConditionalGeneration):
+    r"""
+    SQ-LLaVA for image-text-to-text generation: [`SQLlavaModel`] and a language modeling head. Everything a user of
+    [`~transformers.LlavaForConditionalGeneration`] relies on (generation with a KV cache, `labels`, `inputs_embeds`,
+    gradient checkpointing, sdpa/eager attention, `device_map`, quantization) works the same way.
+
+    Example:
+
+    ```python
+    >>> from transformers import AutoModelForImageTextToText, AutoProcessor
+    >>> import transformers_sqllava  # registers model_type "sqllava" with the Auto classes
+
+    >>> model = AutoModelForImageTextToText.from_pretrained("path/to/sqllava-7b")
+    >>> processor = AutoProcessor.from_pretrained("path/to/sqllava-7b")
+    ```"""
+
+    # Quantization: kept in full precision by default, see `SQLlavaPreTrainedModel.from_pretrained`.
+    _default_llm_int8_skip_modules = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
+
+    def __init__(self, config: SQLlavaConfig):
+        SQLlavaPreTrainedModel.__init__(self, config)
+        self.model = SQLlavaModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+
+SQLlavaConfig.register_for_auto_class()
+SQLlavaModel.register_for_auto_class("AutoModel")
+SQLlavaForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
+
+__all__ = [
+    "SQLlavaForConditionalGeneration",
+    "SQLlavaModel",
+    "SQLlavaMultiModalProjector",
+    "SQLlavaPreTrainedModel",
+    "SQLlavaPrototypeExtractor",
+]
