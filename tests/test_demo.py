@@ -12,6 +12,7 @@ import torch
 from safetensors import safe_open
 from sqllava_tiny import single_torch_thread
 
+import transformers_sqllava
 from transformers_sqllava import SQLlavaForConditionalGeneration, SQLlavaProcessor
 from transformers_sqllava.cli import main as sqllava_main
 from transformers_sqllava.demo import checker, generate_scene
@@ -39,6 +40,16 @@ def test_committed_checkpoint_is_small_complete_and_loads_from_the_package():
     assert record["training_config"]["sq_ratio"] == 0.5
     with safe_open(DEFAULT_CHECKPOINT / "model.safetensors", "pt") as weights:
         assert any("prototype_extractor" in name for name in weights.keys())
+
+
+@pytest.mark.parametrize("hub_file", ["configuration_sqllava.py", "modeling_sqllava.py", "processing_sqllava.py"])
+def test_checkpoint_remote_code_is_the_package_code(hub_file):
+    # The checkpoint ships the Hub files so that it loads with `trust_remote_code=True` where the package is not
+    # installed (e.g. once pushed to the Hub); they must not drift from the package's.
+    source = Path(transformers_sqllava.__file__).parent / hub_file
+    assert (DEFAULT_CHECKPOINT / hub_file).read_text() == source.read_text(), (
+        f"{DEFAULT_CHECKPOINT / hub_file} is out of date: copy {source} over it (or re-save the checkpoint)."
+    )
 
 
 def test_self_asked_questions_are_judged_by_the_checker():
