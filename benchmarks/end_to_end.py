@@ -49,11 +49,7 @@ Writes `benchmarks/results/end_to_end.{json,md}` (`--output-dir` to change; `--q
 from __future__ import annotations
 
 import argparse
-import datetime
-import hashlib
 import json
-import platform
-import re
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -62,7 +58,8 @@ from pathlib import Path
 import torch
 from transformers import LlavaConfig, LlavaForConditionalGeneration
 
-from transformers_sqllava import SQLlavaConfig, SQLlavaForConditionalGeneration, modeling_sqllava
+from common import machine_info, write_report
+from transformers_sqllava import SQLlavaConfig, SQLlavaForConditionalGeneration
 
 MODELS = ("llava", "sqllava", "sqllava-no-extractor")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -281,22 +278,6 @@ def run_benchmark(sizes: Sizes, batch_sizes: list[int], repeats: int, log=print)
     }
 
 
-def machine_info() -> dict:
-    cpu = platform.processor()
-    try:
-        cpu = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE).group(1)
-    except (OSError, AttributeError):
-        pass
-    return {
-        "cpu": cpu,
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "date": datetime.date.today().isoformat(),
-        "modeling_sqllava_sha256": hashlib.sha256(Path(modeling_sqllava.__file__).read_bytes()).hexdigest()[:16],
-    }
-
-
 def to_markdown(report: dict) -> str:
     """Result table: "median (min)" per stage, and both ratios against LLaVA (on a shared CPU the min is steadier)."""
     by_key = {(row["model"], row["batch_size"]): row for row in report["results"]}
@@ -358,11 +339,7 @@ def main(argv=None):
     report = run_benchmark(sizes, args.batch_sizes, args.repeats)
     table = to_markdown(report)
     print(table)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    stem = "end_to_end_quick" if args.quick else "end_to_end"
-    (args.output_dir / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.output_dir / f"{stem}.md").write_text(table)
-    print(f"Wrote {args.output_dir / stem}.json and .md")
+    write_report(args.output_dir, "end_to_end_quick" if args.quick else "end_to_end", report, table)
 
 
 if __name__ == "__main__":

@@ -59,11 +59,8 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import datetime
 import gc
-import hashlib
 import json
-import platform
 import re
 import resource
 import statistics
@@ -77,7 +74,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transformers_sqllava import SQLlavaConfig, modeling_sqllava
+from common import machine_info, write_report
+from transformers_sqllava import SQLlavaConfig
 from transformers_sqllava.modeling_sqllava import SQLlavaMultiModalProjector
 
 IMPLEMENTATIONS = ("sqllava", "reference", "mlp")
@@ -445,23 +443,6 @@ def _row_order(key):
     return batch_size, PASSES.index(pass_name), IMPLEMENTATIONS.index(name)
 
 
-def machine_info() -> dict:
-    cpu = platform.processor()
-    try:
-        cpu = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE).group(1)
-    except (OSError, AttributeError):
-        pass
-    return {
-        "cpu": cpu,
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "date": datetime.date.today().isoformat(),
-        # Which extractor was measured: the hash of the modeling file that was imported.
-        "modeling_sqllava_sha256": hashlib.sha256(Path(modeling_sqllava.__file__).read_bytes()).hexdigest()[:16],
-    }
-
-
 def to_markdown(report: dict) -> str:
     """Result table: one row per (batch, pass, implementation), ratios against the reference formulation."""
     by_key = {(r["implementation"], r["batch_size"], r["pass"]): r for r in report["results"]}
@@ -523,11 +504,7 @@ def main(argv=None):
     report = run_benchmark(sizes, args.batch_sizes, args.repeats)
     table = to_markdown(report)
     print(table)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    stem = "prototype_extractor_quick" if args.quick else "prototype_extractor"
-    (args.output_dir / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.output_dir / f"{stem}.md").write_text(table)
-    print(f"Wrote {args.output_dir / stem}.json and .md")
+    write_report(args.output_dir, "prototype_extractor_quick" if args.quick else "prototype_extractor", report, table)
 
 
 if __name__ == "__main__":

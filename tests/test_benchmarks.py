@@ -17,7 +17,9 @@ BENCHMARKS_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 def load_benchmark(name: str):
-    """Import `benchmarks/<name>.py` (a script folder, not a package)."""
+    """Import `benchmarks/<name>.py` (a script folder, not a package; its scripts import `common` as a sibling)."""
+    if str(BENCHMARKS_DIR) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS_DIR))
     spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS_DIR / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up by name
