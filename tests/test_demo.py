@@ -116,3 +116,26 @@ def test_training_script_smoke(tmp_path):
     report = run_demo(tmp_path / "a", output_dir=None, num_shown=1, num_eval_scenes=2, questions_per_scene=1,
                       num_self_questioning_scenes=1, questions_asked_per_scene=1)  # fmt: skip
     assert len(report.answers) == 2 and Path(report.checkpoint) == tmp_path / "a"
+
+
+def test_training_options_reach_the_data_and_the_model():
+    """Every `DemoTrainingConfig` field is a flag of the script; the turn range and the model options take effect."""
+    from transformers_sqllava.demo.train import build_demo_model, build_demo_processor, build_train_rows, parse_args
+
+    _, config = parse_args(
+        ["--output-dir", "x", "--min-turns", "6", "--max-turns", "6", "--description-first", "0", "--num-train-scenes",
+         "8", "--text-hidden-size", "32", "--text-intermediate-size", "64", "--text-attention-heads", "8",
+         "--tie-word-embeddings", "true", "--alignment-batch-size", "7"]
+    )  # fmt: skip
+    assert config.tie_word_embeddings is True and config.alignment_batch_size == 7
+    assert parse_args(["--output-dir", "x", "--tie-word-embeddings", "false"])[1].tie_word_embeddings is False
+    rows = build_train_rows(config, stage=2)
+    # Six user turns each, none of them the description.
+    assert all(sum(message["role"] == "user" for message in row["messages"]) == 6 for row in rows)
+    assert all(row["messages"][0]["content"][1]["text"] != "Describe the image." for row in rows)
+    processor = build_demo_processor()
+    model = build_demo_model(config, processor)
+    assert model.config.text_config.num_attention_heads == 8
+    assert model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    with pytest.raises(ValueError, match="num_turns"):
+        build_train_rows(DemoTrainingConfig(num_train_scenes=2, min_turns=3, max_turns=2), stage=2)

@@ -72,14 +72,21 @@ class DemoTrainingConfig:
         text_hidden_size (`int`, *optional*, defaults to 128): Llama width.
         text_intermediate_size (`int`, *optional*, defaults to 384): Llama MLP width.
         text_layers (`int`, *optional*, defaults to 3): Llama depth.
+        text_attention_heads (`int`, *optional*, defaults to 4): Llama attention heads.
+        tie_word_embeddings (`bool`, *optional*, defaults to `False`): share the Llama's input and output embeddings.
         num_prototypes (`int`, *optional*, defaults to 9): prototypes of the extractor (at most the 36 image
             tokens).
         num_train_scenes (`int`, *optional*, defaults to 12000): training scenes (held-out ones never equal them).
         samples_per_scene (`int`, *optional*, defaults to 1): conversations per training scene.
+        min_turns (`int`, *optional*, defaults to 2), max_turns (`int`, *optional*, defaults to 5): range of the
+            number of question/answer turns of a stage-2 conversation.
+        description_first (`float`, *optional*, defaults to 0.5): share of stage-2 conversations that open with
+            "Describe the image." (the self-questioning demo asks after a description).
         alignment_steps (`int`, *optional*, defaults to 600): stage-1 (image -> caption) steps; 0 skips stage 1.
         alignment_learning_rate (`float`, *optional*, defaults to 2e-3): stage-1 peak learning rate.
+        alignment_batch_size (`int`, *optional*, defaults to 32): stage-1 samples per step.
         max_steps (`int`, *optional*, defaults to 500): stage-2 (self-questioning) steps.
-        batch_size (`int`, *optional*, defaults to 32): samples per step.
+        batch_size (`int`, *optional*, defaults to 32): stage-2 samples per step.
         learning_rate (`float`, *optional*, defaults to 2e-3): stage-2 peak AdamW learning rate (cosine decay, 5%
             warmup).
         sq_ratio (`float`, *optional*, defaults to 0.5): probability that a later user turn becomes a vuser turn the
@@ -96,11 +103,17 @@ class DemoTrainingConfig:
     text_hidden_size: int = 128
     text_intermediate_size: int = 384
     text_layers: int = 3
+    text_attention_heads: int = 4
+    tie_word_embeddings: bool = False
     num_prototypes: int = 9
     alignment_steps: int = 600
     alignment_learning_rate: float = 2e-3
+    alignment_batch_size: int = 32
     num_train_scenes: int = 12000
     samples_per_scene: int = 1
+    min_turns: int = 2
+    max_turns: int = 5
+    description_first: float = 0.5
     max_steps: int = 500
     batch_size: int = 32
     learning_rate: float = 2e-3
@@ -151,8 +164,9 @@ def build_demo_model_config(config: DemoTrainingConfig, processor: SQLlavaProces
         "hidden_size": config.text_hidden_size,
         "intermediate_size": config.text_intermediate_size,
         "num_hidden_layers": config.text_layers,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 4,
+        "num_attention_heads": config.text_attention_heads,
+        "num_key_value_heads": config.text_attention_heads,
+        "tie_word_embeddings": config.tie_word_embeddings,
         "vocab_size": len(tokenizer),
         "max_position_embeddings": 512,
         "pad_token_id": tokenizer.pad_token_id,
@@ -183,10 +197,18 @@ def build_train_rows(config: DemoTrainingConfig, stage: int) -> list[dict[str, A
     """TRL vision rows for the training scenes: caption pairs (stage 1) or multi-turn conversations (stage 2, half of
     them opening with a description)."""
     split = split_scenes(num_train=config.num_train_scenes, num_held_out=0, image_size=config.image_size)
-    return build_trl_rows(split.train, stage=stage, samples_per_scene=config.samples_per_scene)
+    return build_trl_rows(
+        split.train,
+        stage=stage,
+        num_turns=(config.min_turns, config.max_turns),
+        description_first=config.description_first,
+        samples_per_scene=config.samples_per_scene,
+    )
 
 
-def run_sft(model, processor, rows, collator, max_steps: int, learning_rate: float, config, log_every: int) -> float:
+def run_sft(
+    model, processor, rows, collator, max_steps: int, learning_rate: float, batch_size: int, config, log_every: int
+) -> float:
     """One `SFTTrainer` run over the rows (cosine schedule, 5% warmup, seeded); returns the mean training loss."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -198,7 +220,7 @@ def run_sft(model, processor, rows, collator, max_steps: int, learning_rate: flo
             stage=2,
             output_dir=tempfile.mkdtemp(prefix="sqllava-demo-trainer-"),  # nothing is saved there
             max_steps=max_steps,
-            per_device_train_batch_size=config.batch_size,
+            per_device_train_batch_size=batch_size,
             learning_rate=learning_rate,
             warmup_steps=0.05,
             lr_scheduler_type="cosine",
@@ -261,13 +283,13 @@ def train_demo_model(
         alignment_collator = SQLlavaAlignmentCollator(processor)
         alignment_loss = run_sft(
             model, processor, build_train_rows(config, stage=1), alignment_collator, config.alignment_steps,
-            config.alignment_learning_rate, config, log_every,
+            config.alignment_learning_rate, config.alignment_batch_size, config, log_every,
         )  # fmt: skip
     # seed=None: the vuser draws come from the global torch RNG, which Trainer seeds from `args.seed`.
     collator = SQLlavaSelfQuestioningCollator(processor, sq_ratio=config.sq_ratio)
     loss = run_sft(
         model, processor, build_train_rows(config, stage=2), collator, config.max_steps, config.learning_rate,
-        config, log_every,
+        config.batch_size, config, log_every,
     )  # fmt: skip
     minutes = (time.perf_counter() - started) / 60
     record = {
@@ -396,7 +418,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, DemoT
     defaults = DemoTrainingConfig()
     for field in fields(DemoTrainingConfig):
         value = getattr(defaults, field.name)
-        parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(value), default=value)
+        kind = (lambda text: text.lower() in ("1", "true", "yes")) if isinstance(value, bool) else type(value)
+        parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind, default=value)
     args = parser.parse_args(argv)
     config = DemoTrainingConfig(**{field.name: getattr(args, field.name) for field in fields(DemoTrainingConfig)})
     return args, config
