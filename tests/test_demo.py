@@ -129,6 +129,8 @@ def test_training_options_reach_the_data_and_the_model():
     )  # fmt: skip
     assert config.tie_word_embeddings is True and config.alignment_batch_size == 7
     assert parse_args(["--output-dir", "x", "--tie-word-embeddings", "false"])[1].tie_word_embeddings is False
+    with pytest.raises(SystemExit):  # a typo is an argparse error, not a silent False
+        parse_args(["--output-dir", "x", "--tie-word-embeddings", "flase"])
     rows = build_train_rows(config, stage=2)
     # Six user turns each, none of them the description.
     assert all(sum(message["role"] == "user" for message in row["messages"]) == 6 for row in rows)

@@ -194,8 +194,8 @@ def build_demo_model(config: DemoTrainingConfig, processor: SQLlavaProcessor) ->
 
 
 def build_train_rows(config: DemoTrainingConfig, stage: int) -> list[dict[str, Any]]:
-    """TRL vision rows for the training scenes: caption pairs (stage 1) or multi-turn conversations (stage 2, half of
-    them opening with a description)."""
+    """TRL vision rows for the training scenes: caption pairs (stage 1) or multi-turn conversations (stage 2, of
+    `min_turns` to `max_turns` turns, a `description_first` share of them opening with a description)."""
     split = split_scenes(num_train=config.num_train_scenes, num_held_out=0, image_size=config.image_size)
     return build_trl_rows(
         split.train,
@@ -366,7 +366,8 @@ def training_summary(record: dict[str, Any]) -> str:
         f"`v1_sq` system prompt): {config['max_steps']} steps, learning rate {config['learning_rate']}; mean loss "
         f"{record['train_loss']}.",
         "",
-        f"Batches of {config['batch_size']} samples about {config['num_train_scenes']} generated scenes, AdamW "
+        f"Batches of {config.get('alignment_batch_size', config['batch_size'])} (stage 1) and {config['batch_size']} "
+        f"(stage 2) samples about {config['num_train_scenes']} generated scenes, AdamW "
         f"(cosine schedule, 5% warmup), seed {config['seed']}; {record['training_minutes']} minutes on "
         f"{record['torch_threads']} CPU thread(s) of a 2-core machine shared with other jobs.",
         "",
@@ -410,6 +411,14 @@ def load_training_record(checkpoint: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def _parse_bool(text: str) -> bool:
+    """`true`/`false` (or `1`/`0`, `yes`/`no`) for a boolean flag; anything else is an error, not a silent `False`."""
+    choices = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+    if text.lower() not in choices:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return choices[text.lower()]
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, DemoTrainingConfig]:
     parser = argparse.ArgumentParser(
         prog="python -m transformers_sqllava.demo.train", description=__doc__.split("\n\n")[0]
@@ -418,7 +427,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, DemoT
     defaults = DemoTrainingConfig()
     for field in fields(DemoTrainingConfig):
         value = getattr(defaults, field.name)
-        kind = (lambda text: text.lower() in ("1", "true", "yes")) if isinstance(value, bool) else type(value)
+        kind = _parse_bool if isinstance(value, bool) else type(value)
         parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind, default=value)
     args = parser.parse_args(argv)
     config = DemoTrainingConfig(**{field.name: getattr(args, field.name) for field in fields(DemoTrainingConfig)})
