@@ -87,3 +87,41 @@ def test_end_to_end_benchmark_report(end_to_end):
     parameters = report["parameters"]
     assert parameters["sqllava"] > parameters["llava"] == parameters["sqllava-no-extractor"]
     assert "| sqllava |" in module.to_markdown(report)
+
+
+@pytest.fixture(scope="module")
+def demo_learnability():
+    return load_benchmark("demo_learnability")
+
+
+def test_demo_learnability_schedule_and_samples(demo_learnability):
+    module = demo_learnability
+    phases = module.parse_schedule("1-1/colour+shape:200,1-2:400")
+    assert phases == [((1, 1), ["colour", "shape"], 200), ((1, 2), module.ALL_KINDS, 400)]
+
+    args = module.parse_args(["--quick"])
+    from transformers_sqllava.demo.train import build_demo_processor
+
+    processor = build_demo_processor(72, args.patch_size)
+    stream = module.QuestionStream(processor, 72)
+    batch, kinds = stream.batch(range(6), objects=(1, 1), kinds=["colour"])
+    assert kinds == ["colour"] * 6
+    # The label is exactly the answer: "Red." is two tokens, the rest of the sequence is masked.
+    for labels in batch["labels"]:
+        answer_ids = labels[labels != -100].tolist()
+        assert processor.tokenizer.decode(answer_ids).rstrip(".").lower() in {"red", "green", "blue", "yellow", "purple"}
+    for input_ids in batch["input_ids"]:
+        assert input_ids[0] == processor.tokenizer.bos_token_id
+        assert int((input_ids == processor.image_token_id).sum()) == processor.image_seq_length
+    assert batch["pixel_values"].shape == (6, 3, 72, 72)
+
+
+def test_demo_learnability_detects_learning(demo_learnability):
+    """The instrument sees a model learn: colour alone, on one-object scenes, is learned within 80 steps."""
+    module = demo_learnability
+    args = module.parse_args(["--kinds", "colour", "--objects", "1", "1", "--steps", "80", "--eval-every", "40",
+                              "--eval-scenes", "64"])  # fmt: skip
+    curve = module.run(args)["curve"]
+    assert [row["step"] for row in curve] == [40, 80]
+    assert set(curve[-1]) == {"step", "seconds", "all", "colour"}
+    assert curve[-1]["colour"] >= 0.9

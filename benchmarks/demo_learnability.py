@@ -1,0 +1,195 @@
+"""How fast the offline demo's tiny SQ-LLaVA learns each kind of scene question, from scratch, on 1 CPU thread.
+
+The demo's blocker (README, "The offline demo") is learning, not speed: the model reads a colour in 50 steps when
+colour is all it is asked, yet stays at chance on colour for thousands of steps once other kinds of questions or a
+second object come in. This script is the instrument for that question. It trains the demo's model (the package's
+`build_demo_model` / `build_demo_processor`, same sizes as `DemoTrainingConfig` unless told otherwise) in a plain
+AdamW loop on a chosen slice of the scene language, and every `--eval-every` steps measures teacher-forced answer
+accuracy per question kind on 200 held-out scenes (1 to 4 objects, or `--objects`).
+
+It strips everything that is not the lookup itself, so a run takes a minute or two instead of twenty: no system
+prompt, no chat template, no vuser turns, single-question samples `<s><image>*N Q: <question> A: <answer>`.
+A curriculum is a `--schedule` of phases `LOW-HIGH[/kind+kind...]:STEPS` (object-count range, question kinds,
+steps); after the last phase, `--objects` and `--kinds` apply.
+
+```bash
+python benchmarks/demo_learnability.py --kinds colour --objects 1 1 --steps 100         # colour alone: ~50 steps
+python benchmarks/demo_learnability.py --kinds colour where --objects 1 1 --steps 400   # where blocks colour
+python benchmarks/demo_learnability.py --kinds colour where --objects 1 1 --steps 400 --schedule 1-1/colour:100
+python benchmarks/demo_learnability.py --quick                                          # smoke test, seconds
+```
+
+Writes `benchmarks/results/demo_learnability_<name>.json` (the arguments, the machine, the accuracy curve).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import time
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from common import machine_info, write_report
+
+from transformers_sqllava.demo.scenes import QuestionKind, answer, generate_scene, sample_question
+from transformers_sqllava.demo.train import DemoTrainingConfig, build_demo_model, build_demo_processor
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+HELD_OUT_SEED = 10**6  # training scenes are seeds 0, 1, 2, ...; held-out ones start here
+ALL_KINDS = [kind.value for kind in QuestionKind if kind is not QuestionKind.DESCRIBE]
+
+
+def parse_schedule(text: str) -> list[tuple[tuple[int, int], list[str], int]]:
+    """`"1-1/colour+shape:200,1-2:400"` -> `[((1, 1), ["colour", "shape"], 200), ((1, 2), ALL_KINDS, 400)]`."""
+    phases = []
+    for part in filter(None, text.split(",")):
+        head, steps = part.split(":")
+        objects, _, kinds = head.partition("/")
+        low, high = (int(value) for value in objects.split("-"))
+        phases.append(((low, high), kinds.split("+") if kinds else ALL_KINDS, int(steps)))
+    return phases
+
+
+class QuestionStream:
+    """Single-question samples from seeded scenes, the object range and kinds given by the curriculum's phase."""
+
+    def __init__(self, processor, image_size: int, seed: int = 0):
+        self.processor, self.image_size = processor, image_size
+        self.tokenizer = processor.tokenizer
+        self.rng = random.Random(seed)
+
+    def sample(self, scene_seed: int, objects: tuple[int, int], kinds: list[str]):
+        scene = generate_scene(scene_seed, image_size=self.image_size, num_objects=objects)
+        try:
+            question = sample_question(self.rng, scene, kinds=[QuestionKind(kind) for kind in kinds])
+        except ValueError:  # e.g. two identical objects and only "the REF" kinds: nothing is answerable
+            question = sample_question(self.rng, scene, kinds=[QuestionKind.COUNT])
+        prompt = (
+            [self.tokenizer.bos_token_id]
+            + [self.processor.image_token_id] * self.processor.image_seq_length
+            + self.tokenizer(f"Q: {question.text} A:", add_special_tokens=False).input_ids
+        )
+        target = self.tokenizer(answer(question, scene), add_special_tokens=False).input_ids
+        return prompt + target, [-100] * len(prompt) + target, scene.render(), question.kind.value
+
+    def batch(self, scene_seeds, objects, kinds):
+        samples = [self.sample(seed, objects, kinds) for seed in scene_seeds]
+        length = max(len(ids) for ids, *_ in samples)
+        input_ids = torch.zeros(len(samples), length, dtype=torch.long)
+        labels = torch.full((len(samples), length), -100)
+        attention_mask = torch.zeros(len(samples), length, dtype=torch.long)
+        for row, (ids, target, _, _) in enumerate(samples):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            labels[row, : len(ids)] = torch.tensor(target)
+            attention_mask[row, : len(ids)] = 1
+        pixel_values = self.processor.image_processor([image for *_, image, _ in samples], return_tensors="pt")
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        return batch | {"pixel_values": pixel_values.pixel_values}, [kind for *_, kind in samples]
+
+
+@torch.no_grad()
+def evaluate(model, stream: QuestionStream, objects, kinds, num_scenes: int) -> dict[str, float]:
+    """Teacher-forced accuracy per kind: an answer is right when every one of its tokens is the arg-max."""
+    model.eval()
+    batch, sample_kinds = stream.batch(range(HELD_OUT_SEED, HELD_OUT_SEED + num_scenes), objects, kinds)
+    labels = batch.pop("labels")
+    predictions = model(**batch).logits.argmax(-1)[:, :-1]
+    targets = labels[:, 1:]
+    right = ((predictions == targets) | (targets == -100)).all(dim=1)
+    per_kind = defaultdict(list)
+    for kind, correct in zip(sample_kinds, right.tolist()):
+        per_kind[kind].append(correct)
+    model.train()
+    scores = {kind: sum(values) / len(values) for kind, values in sorted(per_kind.items())}
+    return {"all": right.float().mean().item()} | scores
+
+
+def run(args) -> dict:
+    torch.set_num_threads(args.threads)
+    config = replace(
+        DemoTrainingConfig(),
+        patch_size=args.patch_size,
+        text_hidden_size=args.text_hidden_size,
+        text_intermediate_size=3 * args.text_hidden_size,
+        text_layers=args.text_layers,
+        text_attention_heads=args.text_attention_heads,
+        seed=args.seed,
+    )
+    processor = build_demo_processor(config.image_size, config.patch_size)
+    model = build_demo_model(config, processor).train()
+    stream = QuestionStream(processor, config.image_size, seed=args.seed)
+    phases = parse_schedule(args.schedule)
+    final = (tuple(args.objects), args.kinds or ALL_KINDS)
+
+    def phase_at(step: int):
+        end = 0
+        for objects, kinds, steps in phases:
+            end += steps
+            if step < end:
+                return objects, kinds
+        return final
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.01)
+    warmup = max(1, args.steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
+    )
+    curve, started = [], time.perf_counter()
+    for step in range(args.steps):
+        objects, kinds = phase_at(step)
+        seeds = range(step * args.batch_size, (step + 1) * args.batch_size)
+        batch, _ = stream.batch(seeds, objects, kinds)
+        model(**batch).loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step(), schedule.step(), optimizer.zero_grad()
+        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
+            # Held-out questions of the kinds being trained now, about scenes of the final object range.
+            accuracy = evaluate(model, stream, final[0], kinds, args.eval_scenes)
+            curve.append({"step": step + 1, "seconds": round(time.perf_counter() - started, 1), **accuracy})
+            print(" ".join(f"{key} {value:.2f}" if isinstance(value, float) else f"{key} {value}"
+                           for key, value in curve[-1].items()), flush=True)  # fmt: skip
+    return {"arguments": vars(args), "machine": machine_info(), "curve": curve}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--name", default="run", help="Report name: results/demo_learnability_<name>.json.")
+    parser.add_argument("--objects", type=int, nargs=2, default=[1, 4], help="Object-count range after the schedule.")
+    parser.add_argument("--kinds", nargs="*", choices=ALL_KINDS, help="Question kinds after the schedule (all).")
+    parser.add_argument("--schedule", default="", help="Curriculum phases LOW-HIGH[/kind+kind]:STEPS, comma-separated.")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--patch-size", type=int, default=24, help="24: one token per grid cell; 12: the demo's 2x2.")
+    parser.add_argument("--text-hidden-size", type=int, default=128)
+    parser.add_argument("--text-layers", type=int, default=3)
+    parser.add_argument("--text-attention-heads", type=int, default=4)
+    parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--eval-scenes", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="A few steps at tiny evaluation size (smoke test).")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.batch_size, args.eval_every, args.eval_scenes, args.name = 4, 4, 2, 8, "quick"
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    report = run(args)
+    columns = sorted({key for row in report["curve"] for key in row} - {"step", "seconds", "all"})
+    table = "| step | seconds | all | " + " | ".join(columns) + " |\n|" + "---|" * (len(columns) + 3) + "\n"
+    for row in report["curve"]:
+        cells = [f"{row[key]:.2f}" if key in row else "-" for key in ["all", *columns]]
+        table += f"| {row['step']} | {row['seconds']} | " + " | ".join(cells) + " |\n"
+    write_report(RESULTS_DIR, f"demo_learnability_{args.name}", report, table)
+    return report
+
+
+if __name__ == "__main__":
+    main()
