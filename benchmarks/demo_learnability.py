@@ -160,7 +160,7 @@ def parse_args(argv=None):
     parser.add_argument("--name", default="run", help="Report name: results/demo_learnability_<name>.json.")
     parser.add_argument("--objects", type=int, nargs=2, default=[1, 4], help="Object-count range after the schedule.")
     parser.add_argument("--kinds", nargs="*", choices=ALL_KINDS, help="Question kinds after the schedule (all).")
-    parser.add_argument("--schedule", default="", help="Curriculum phases LOW-HIGH[/kind+kind]:STEPS, comma-separated.")
+    parser.add_argument("--schedule", default="", help="Curriculum phases LOW-HIGH[/kind+kind]:STEPS, comma-separated")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=2e-3)

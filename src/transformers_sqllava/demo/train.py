@@ -395,7 +395,8 @@ def training_summary(record: dict[str, Any]) -> str:
             + (
                 "; this checkpoint meets both."
                 if evaluation["answer_accuracy"] >= 0.9 and evaluation["valid_question_share"] >= 0.8
-                else "; this checkpoint does **not** meet them yet (it has not learned to read colours)."
+                else "; this checkpoint does **not** meet them yet: it has not learned to find the object a "
+                'question names (see the project README, "The offline demo").'
             ),
         ]
     return "\n".join(lines)
