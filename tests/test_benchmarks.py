@@ -95,13 +95,14 @@ def demo_learnability():
 
 
 def test_demo_learnability_schedule_and_samples(demo_learnability):
+    from transformers_sqllava.demo.scenes import COLOURS as COLOUR_NAMES
+    from transformers_sqllava.demo.train import build_demo_processor
+
     module = demo_learnability
     phases = module.parse_schedule("1-1/colour+shape:200,1-2:400")
     assert phases == [((1, 1), ["colour", "shape"], 200), ((1, 2), module.ALL_KINDS, 400)]
 
     args = module.parse_args(["--quick"])
-    from transformers_sqllava.demo.train import build_demo_processor
-
     processor = build_demo_processor(72, args.patch_size)
     stream = module.QuestionStream(processor, 72)
     batch, kinds = stream.batch(range(6), objects=(1, 1), kinds=["colour"])
@@ -109,7 +110,7 @@ def test_demo_learnability_schedule_and_samples(demo_learnability):
     # The label is exactly the answer: "Red." is two tokens, the rest of the sequence is masked.
     for labels in batch["labels"]:
         answer_ids = labels[labels != -100].tolist()
-        assert processor.tokenizer.decode(answer_ids).rstrip(".").lower() in {"red", "green", "blue", "yellow", "purple"}
+        assert processor.tokenizer.decode(answer_ids).rstrip(".").lower() in COLOUR_NAMES
     for input_ids in batch["input_ids"]:
         assert input_ids[0] == processor.tokenizer.bos_token_id
         assert int((input_ids == processor.image_token_id).sum()) == processor.image_seq_length
