@@ -109,7 +109,16 @@ def evaluate(model, stream: QuestionStream, objects, kinds, num_scenes: int) -> 
 
 
 def run(args) -> dict:
+    """Train and evaluate as `args` say; torch's thread count is `args.threads` meanwhile and restored after."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    try:
+        return _train_and_evaluate(args)
+    finally:
+        torch.set_num_threads(threads)  # callers in the same process (the test suite) keep their own setting
+
+
+def _train_and_evaluate(args) -> dict:
     config = replace(
         DemoTrainingConfig(),
         patch_size=args.patch_size,

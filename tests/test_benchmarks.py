@@ -122,7 +122,9 @@ def test_demo_learnability_detects_learning(demo_learnability):
     module = demo_learnability
     args = module.parse_args(["--kinds", "colour", "--objects", "1", "1", "--steps", "80", "--eval-every", "40",
                               "--eval-scenes", "64"])  # fmt: skip
+    threads = torch.get_num_threads()
     curve = module.run(args)["curve"]
+    assert torch.get_num_threads() == threads  # later tests compare logits across processes at the default count
     assert [row["step"] for row in curve] == [40, 80]
     assert set(curve[-1]) == {"step", "seconds", "all", "colour"}
     assert curve[-1]["colour"] >= 0.9
