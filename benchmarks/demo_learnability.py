@@ -1,11 +1,13 @@
 """How fast the offline demo's tiny SQ-LLaVA learns each kind of scene question, from scratch, on 1 CPU thread.
 
 The demo's blocker (README, "The offline demo") is learning, not speed: the model reads a colour in 50 steps when
-colour is all it is asked, yet stays at chance on colour for thousands of steps once other kinds of questions or a
-second object come in. This script is the instrument for that question. It trains the demo's model (the package's
+colour is all it is asked, yet stays at chance on colour for thousands of steps when every kind of question about
+1 to 4 objects comes at once (the demo's mix). This script is the instrument for that question. It trains the demo's model (the package's
 `build_demo_model` / `build_demo_processor`, same sizes as `DemoTrainingConfig` unless told otherwise) in a plain
 AdamW loop on a chosen slice of the scene language, and every `--eval-every` steps measures teacher-forced answer
-accuracy per question kind on 200 held-out scenes (1 to 4 objects, or `--objects`).
+accuracy per question kind on 200 scenes from seeds never used in training (1 to 4 objects, or `--objects`). Small
+scenes recur: there are only 270 one-object scenes, and training draws all of them, so unlike `sqllava demo`'s
+evaluation (which excludes every training scene) this one includes some; it measures how fast lookup is learned.
 
 It strips everything that is not the lookup itself, so a run takes a minute or two instead of twenty: no system
 prompt, no chat template, no vuser turns, single-question samples `<s><image>*N Q: <question> A: <answer>`.
@@ -39,7 +41,7 @@ from transformers_sqllava.demo.scenes import QuestionKind, answer, generate_scen
 from transformers_sqllava.demo.train import DemoTrainingConfig, build_demo_model, build_demo_processor
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-HELD_OUT_SEED = 10**6  # training scenes are seeds 0, 1, 2, ...; held-out ones start here
+HELD_OUT_SEED = 10**6  # training scenes are seeds 0, 1, 2, ...; evaluation seeds start here
 ALL_KINDS = [kind.value for kind in QuestionKind if kind is not QuestionKind.DESCRIBE]
 
 
