@@ -132,6 +132,12 @@ def _train_and_evaluate(args) -> dict:
     )
     processor = build_demo_processor(config.image_size, config.patch_size)
     model = build_demo_model(config, processor).train()
+    if args.vision_position_std is not None:
+        # CLIP initialises its position embeddings at std 0.02, small next to a patch's content: an object's token then
+        # says little about where it is. Larger here is a question for "where is the ...?", not the demo's setting.
+        embeddings = [module for name, module in model.named_modules() if name.endswith("embeddings.position_embedding")]
+        for module in embeddings:
+            torch.nn.init.normal_(module.weight, std=args.vision_position_std)
     stream = QuestionStream(processor, config.image_size, seed=args.seed)
     phases = parse_schedule(args.schedule)
     final = (tuple(args.objects), args.kinds or ALL_KINDS)
@@ -179,6 +185,9 @@ def parse_args(argv=None):
     parser.add_argument("--text-hidden-size", type=int, default=128)
     parser.add_argument("--text-layers", type=int, default=3)
     parser.add_argument("--text-attention-heads", type=int, default=4)
+    parser.add_argument(
+        "--vision-position-std", type=float, help="Re-initialise the CLIP position embeddings at this std (CLIP: 0.02)."
+    )
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--eval-scenes", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
