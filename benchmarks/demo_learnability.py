@@ -1,13 +1,14 @@
 """How fast the offline demo's tiny SQ-LLaVA learns each kind of scene question, from scratch, on 1 CPU thread.
 
 The demo's blocker (README, "The offline demo") is learning, not speed: the model reads a colour in 50 steps when
-colour is all it is asked, yet stays at chance on colour for thousands of steps when every kind of question about
-1 to 4 objects comes at once (the demo's mix). This script is the instrument for that question. It trains the demo's model (the package's
-`build_demo_model` / `build_demo_processor`, same sizes as `DemoTrainingConfig` unless told otherwise) in a plain
-AdamW loop on a chosen slice of the scene language, and every `--eval-every` steps measures teacher-forced answer
-accuracy per question kind on 200 scenes from seeds never used in training (1 to 4 objects, or `--objects`). Small
-scenes recur: there are only 270 one-object scenes, and training draws all of them, so unlike `sqllava demo`'s
-evaluation (which excludes every training scene) this one includes some; it measures how fast lookup is learned.
+colour is all it is asked, yet stays at chance on colour for thousands of steps when every kind of question about 1
+to 4 objects comes at once (the demo's mix). This script is the instrument for that question. It trains the demo's
+model (the package's `build_demo_model` / `build_demo_processor`, same sizes as `DemoTrainingConfig` unless told
+otherwise) in a plain AdamW loop on a chosen slice of the scene language, and every `--eval-every` steps measures
+teacher-forced answer accuracy per question kind on 200 scenes from seeds never used in training (1 to 4 objects, or
+`--objects`), asking the same questions at every evaluation. Small scenes recur: there are only 270 one-object
+scenes, and training draws all of them, so unlike `sqllava demo`'s evaluation (which excludes every training scene)
+this one includes some; it measures how fast lookup is learned.
 
 It strips everything that is not the lookup itself, so a run takes a minute or two instead of twenty: no system
 prompt, no chat template, no vuser turns, single-question samples `<s><image>*N Q: <question> A: <answer>`.
@@ -16,8 +17,8 @@ steps); after the last phase, `--objects` and `--kinds` apply.
 
 ```bash
 python benchmarks/demo_learnability.py --kinds colour --objects 1 1 --steps 100         # colour alone: ~50 steps
-python benchmarks/demo_learnability.py --kinds colour where --objects 1 1 --steps 400   # where blocks colour
-python benchmarks/demo_learnability.py --kinds colour where --objects 1 1 --steps 400 --schedule 1-1/colour:100
+python benchmarks/demo_learnability.py --kinds colour where --objects 1 1 --steps 400   # both: ~200 steps
+python benchmarks/demo_learnability.py --steps 5000 --eval-every 500                    # the demo's mix: stuck
 python benchmarks/demo_learnability.py --quick                                          # smoke test, seconds
 ```
 
@@ -41,7 +42,7 @@ from transformers_sqllava.demo.scenes import QuestionKind, answer, generate_scen
 from transformers_sqllava.demo.train import DemoTrainingConfig, build_demo_model, build_demo_processor
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-HELD_OUT_SEED = 10**6  # training scenes are seeds 0, 1, 2, ...; evaluation seeds start here
+EVAL_SEED = 10**6  # training scenes are seeds 0, 1, 2, ...; evaluation scenes (and question draws) start here
 ALL_KINDS = [kind.value for kind in QuestionKind if kind is not QuestionKind.DESCRIBE]
 
 
@@ -64,12 +65,12 @@ class QuestionStream:
         self.tokenizer = processor.tokenizer
         self.rng = random.Random(seed)
 
-    def sample(self, scene_seed: int, objects: tuple[int, int], kinds: list[str]):
+    def sample(self, scene_seed: int, objects: tuple[int, int], kinds: list[str], rng: random.Random):
         scene = generate_scene(scene_seed, image_size=self.image_size, num_objects=objects)
         try:
-            question = sample_question(self.rng, scene, kinds=[QuestionKind(kind) for kind in kinds])
+            question = sample_question(rng, scene, kinds=[QuestionKind(kind) for kind in kinds])
         except ValueError:  # e.g. two identical objects and only "the REF" kinds: nothing is answerable
-            question = sample_question(self.rng, scene, kinds=[QuestionKind.COUNT])
+            question = sample_question(rng, scene, kinds=[QuestionKind.COUNT])
         prompt = (
             [self.tokenizer.bos_token_id]
             + [self.processor.image_token_id] * self.processor.image_seq_length
@@ -78,8 +79,10 @@ class QuestionStream:
         target = self.tokenizer(answer(question, scene), add_special_tokens=False).input_ids
         return prompt + target, [-100] * len(prompt) + target, scene.render(), question.kind.value
 
-    def batch(self, scene_seeds, objects, kinds):
-        samples = [self.sample(seed, objects, kinds) for seed in scene_seeds]
+    def batch(self, scene_seeds, objects, kinds, rng: random.Random | None = None):
+        """Padded tensors for the model and each sample's kind; questions drawn from `rng` (default: the stream's)."""
+        rng = rng or self.rng
+        samples = [self.sample(seed, objects, kinds, rng) for seed in scene_seeds]
         length = max(len(ids) for ids, *_ in samples)
         input_ids = torch.zeros(len(samples), length, dtype=torch.long)
         labels = torch.full((len(samples), length), -100)
@@ -93,11 +96,18 @@ class QuestionStream:
         return batch | {"pixel_values": pixel_values.pixel_values}, [kind for *_, kind in samples]
 
 
+def evaluation_batch(stream: QuestionStream, objects, kinds, num_scenes: int):
+    """The evaluation's scenes and questions: unseen seeds and their own seeded question draws, so every call (every
+    point of a curve) asks the same questions whatever training drew in between."""
+    scene_seeds = range(EVAL_SEED, EVAL_SEED + num_scenes)
+    return stream.batch(scene_seeds, objects, kinds, rng=random.Random(EVAL_SEED))
+
+
 @torch.no_grad()
 def evaluate(model, stream: QuestionStream, objects, kinds, num_scenes: int) -> dict[str, float]:
     """Teacher-forced accuracy per kind: an answer is right when every one of its tokens is the arg-max."""
     model.eval()
-    batch, sample_kinds = stream.batch(range(HELD_OUT_SEED, HELD_OUT_SEED + num_scenes), objects, kinds)
+    batch, sample_kinds = evaluation_batch(stream, objects, kinds, num_scenes)
     labels = batch.pop("labels")
     predictions = model(**batch).logits.argmax(-1)[:, :-1]
     targets = labels[:, 1:]
@@ -135,9 +145,9 @@ def _train_and_evaluate(args) -> dict:
     if args.vision_position_std is not None:
         # CLIP initialises its position embeddings at std 0.02, small next to a patch's content: an object's token then
         # says little about where it is. Larger here is a question for "where is the ...?", not the demo's setting.
-        embeddings = [module for name, module in model.named_modules() if name.endswith("embeddings.position_embedding")]
-        for module in embeddings:
-            torch.nn.init.normal_(module.weight, std=args.vision_position_std)
+        for name, module in model.named_modules():
+            if name.endswith("embeddings.position_embedding"):
+                torch.nn.init.normal_(module.weight, std=args.vision_position_std)
     stream = QuestionStream(processor, config.image_size, seed=args.seed)
     phases = parse_schedule(args.schedule)
     final = (tuple(args.objects), args.kinds or ALL_KINDS)
@@ -164,7 +174,7 @@ def _train_and_evaluate(args) -> dict:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step(), schedule.step(), optimizer.zero_grad()
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
-            # Held-out questions of the kinds being trained now, about scenes of the final object range.
+            # Questions of the kinds being trained now, about unseen-seed scenes of the final object range.
             accuracy = evaluate(model, stream, final[0], kinds, args.eval_scenes)
             curve.append({"step": step + 1, "seconds": round(time.perf_counter() - started, 1), **accuracy})
             print(" ".join(f"{key} {value:.2f}" if isinstance(value, float) else f"{key} {value}"
@@ -186,7 +196,7 @@ def parse_args(argv=None):
     parser.add_argument("--text-layers", type=int, default=3)
     parser.add_argument("--text-attention-heads", type=int, default=4)
     parser.add_argument(
-        "--vision-position-std", type=float, help="Re-initialise the CLIP position embeddings at this std (CLIP: 0.02)."
+        "--vision-position-std", type=float, help="Re-initialise CLIP's position embeddings at this std (CLIP: 0.02)."
     )
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--eval-scenes", type=int, default=200)

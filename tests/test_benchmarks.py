@@ -117,6 +117,21 @@ def test_demo_learnability_schedule_and_samples(demo_learnability):
     assert batch["pixel_values"].shape == (6, 3, 72, 72)
 
 
+def test_demo_learnability_evaluation_asks_the_same_questions_every_time(demo_learnability):
+    """Training draws from the stream's generator in between; the evaluation's scenes and questions do not move."""
+    module = demo_learnability
+    from transformers_sqllava.demo.train import build_demo_processor
+
+    stream = module.QuestionStream(build_demo_processor(72, 24), 72)
+    first, first_kinds = module.evaluation_batch(stream, (1, 4), module.ALL_KINDS, num_scenes=24)
+    training, _ = stream.batch(range(24), objects=(1, 4), kinds=module.ALL_KINDS)  # a training step's draws
+    again, again_kinds = module.evaluation_batch(stream, (1, 4), module.ALL_KINDS, num_scenes=24)
+    assert again_kinds == first_kinds and len(set(first_kinds)) > 2
+    torch.testing.assert_close(again["input_ids"], first["input_ids"])
+    torch.testing.assert_close(again["labels"], first["labels"])
+    assert not torch.equal(training["pixel_values"], first["pixel_values"])  # training scenes are other scenes
+
+
 def test_demo_learnability_detects_learning(demo_learnability):
     """The instrument sees a model learn: colour alone, on one-object scenes, is learned within 80 steps."""
     module = demo_learnability
