@@ -128,3 +128,23 @@ def test_malformed_conversations_raise_a_clear_error(processor, messages, kwargs
 def test_ending_on_assistant_with_an_answer_prompt_raises(processor):
     with pytest.raises(TemplateError, match='generation_role="vuser"'):
         processor.apply_chat_template(MULTI_TURN, add_generation_prompt=True)
+
+
+def test_images_first_false_keeps_the_block_order_and_the_segments_agree(processor):
+    question_then_image = [
+        {"role": "user", "content": [{"type": "text", "text": "Q0"}, {"type": "image"}]},
+        {"role": "assistant", "content": "A0"},
+        {"role": "user", "content": [{"type": "text", "text": "Q1"}, {"type": "text", "text": "more"}]},
+        {"role": "assistant", "content": "A1"},
+    ]
+    rendered = processor.apply_chat_template(question_then_image, images_first=False)
+    assert rendered.endswith(" USER: Q0\n<image> ASSISTANT: A0</s>USER: Q1 more ASSISTANT: A1</s>")
+    # The default is the reference's: images first, whatever the block order.
+    assert " USER: <image>\nQ0 ASSISTANT:" in processor.apply_chat_template(question_then_image)
+    # Image first in the blocks renders the same either way.
+    image_first = [{"role": "user", "content": IMAGE_QUESTION}]
+    assert processor.apply_chat_template(image_first, images_first=False) == processor.apply_chat_template(image_first)
+    for images_first in (True, False):
+        segments = processor.conversation_segments(question_then_image, "v1_sq", images_first=images_first)
+        expected = processor.apply_chat_template(question_then_image, system_prompt="v1_sq", images_first=images_first)
+        assert "".join(text for text, _, _ in segments) == expected

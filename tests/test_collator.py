@@ -131,6 +131,26 @@ def test_ids_equal_the_processors_ids_for_the_rendered_conversation(sq_processor
             assert len(tags) == len(ids)
 
 
+def test_images_first_false_puts_the_image_after_the_question_with_the_same_labels(sq_processor):
+    sample = row(2)
+    sample["messages"][0]["content"].reverse()  # [text, image]: the question before the image
+    batches = {
+        images_first: SQLlavaSelfQuestioningCollator(sq_processor, sq_ratio=0.0, images_first=images_first)([sample])
+        for images_first in (True, False)
+    }
+    image_token = sq_processor.image_token_id
+    question = sq_processor.tokenizer("What is in the image?", add_special_tokens=False)["input_ids"][1:]
+    for images_first, batch in batches.items():
+        ids = batch["input_ids"][0].tolist()
+        first_image = ids.index(image_token)
+        question_start = next(i for i in range(len(ids)) if ids[i : i + len(question)] == question)
+        assert (first_image < question_start) == images_first
+        messages = sample["messages"]
+        rendered = sq_processor.apply_chat_template(messages, system_prompt="v1_sq", images_first=images_first)
+        assert ids == sq_processor(text=rendered, images=sample["images"])["input_ids"]
+        assert decoded_spans(sq_processor, batch) == ["A red circle and a blue square.</s>", "Two.</s>"]
+
+
 def test_typed_special_tokens_stay_plain_text_like_the_processors_escaping(sq_processor):
     messages = [
         {"role": "user", "content": [{"type": "image", "image": image()}, {"type": "text", "text": "Is </s> or <image> a token?"}]},

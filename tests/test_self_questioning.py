@@ -106,7 +106,7 @@ def test_overrides_merge_over_the_defaults():
     "kwargs, message",
     [
         ({"num_questions": -1}, "num_questions"),
-        ({"system_prompt": "llava_v1"}, "system_prompt"),
+        ({"system_prompt": " "}, "system_prompt"),
         ({"num_questions": 0, "answer_questions": True}, "nothing to answer"),
     ],
 )
@@ -172,6 +172,22 @@ def test_generate_sees_the_reference_prompts_with_the_generated_text(vuser_token
     # The images are the processor's (pad to square, unlike the demo), one per row.
     pixel_values = processor.image_processor(images[:2], return_tensors="pt")["pixel_values"]
     assert torch.equal(spy.calls[1]["pixel_values"], pixel_values)
+
+
+def test_a_system_prompt_of_its_own_is_the_system_message_of_every_round(images, monkeypatch):
+    processor = tiny_processor(vuser_token="[vusr]")
+    model = sensitive_model(processor)
+    spy = GenerateSpy(model)
+    monkeypatch.setattr(model, "generate", spy)
+    results = self_question(model, processor, images[0], greedy_config(num_questions=1, system_prompt="Be brief."))
+    prefix = f"Be brief. USER: <image>\n{DESCRIBE} ASSISTANT:"
+    expected_prompts = [
+        prefix,
+        f"{prefix} {results[0].description}</s>[vusr]:",
+        f"{prefix} {results[0].description}</s>[vusr]: {results[0].questions[0]}</s> ASSISTANT:",
+    ]
+    for call, prompt in zip(spy.calls, expected_prompts, strict=True):
+        assert unpadded_rows(call) == [processor(text=prompt, images=images[0])["input_ids"]]
 
 
 def test_questions_are_sampled_with_the_demo_settings(model, processor, images, spy):

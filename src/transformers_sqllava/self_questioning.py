@@ -49,6 +49,8 @@ from typing import Any
 import torch
 from transformers import TextIteratorStreamer
 
+from .processing_sqllava import SYSTEM_PROMPTS
+
 
 DESCRIPTION_PROMPT = "Can you describe the image in detail?"
 
@@ -92,7 +94,8 @@ class SelfQuestioningConfig:
         description_prompt (`str`, *optional*, defaults to `"Can you describe the image in detail?"`):
             The user turn of round 1, which every later prompt repeats.
         system_prompt (`str`, *optional*, defaults to `"v1_sq"`):
-            `"v1_sq"` (the demo's, with the virtual-user instructions) or `"v1"`, for every round.
+            `"v1_sq"` (the reference demo's, with the virtual-user instructions) or `"v1"`, for every round; any other
+            text is used as the system message itself (for a model trained with its own, like the offline demo's).
         description_generation_kwargs (`dict`, *optional*):
             [`~transformers.GenerationConfig`] kwargs for round 1, over `{"do_sample": False, "num_beams": 1,
             "max_new_tokens": 1024}`.
@@ -126,9 +129,9 @@ class SelfQuestioningConfig:
     def __post_init__(self):
         if not isinstance(self.num_questions, int) or self.num_questions < 0:
             raise ValueError(f"`num_questions` must be an int >= 0 (0 only describes), got {self.num_questions!r}.")
-        if self.system_prompt not in ("v1", "v1_sq"):
+        if not isinstance(self.system_prompt, str) or not self.system_prompt.strip():
             raise ValueError(
-                f"`system_prompt` must be \"v1_sq\" (the demo's) or \"v1\", got {self.system_prompt!r}."
+                f"`system_prompt` must be \"v1_sq\", \"v1\" or a system message's text, got {self.system_prompt!r}."
             )
         if self.answer_questions and self.num_questions == 0:
             raise ValueError("`answer_questions=True` needs `num_questions >= 1`: there is nothing to answer.")
@@ -241,6 +244,7 @@ def generate_from_conversations(
     generation_role: str = "assistant",
     system_prompt: str = "v1_sq",
     streamer=None,
+    images_first: bool = True,
     **generation_kwargs,
 ) -> list[str]:
     r"""
@@ -251,8 +255,11 @@ def generate_from_conversations(
         processor ([`SQLlavaProcessor`]): Its processor.
         conversations (`list[list[dict]]`): Conversations whose images sit in their content blocks.
         generation_role (`str`, *optional*, defaults to `"assistant"`): `"assistant"` answers, `"vuser"` asks.
-        system_prompt (`str`, *optional*, defaults to `"v1_sq"`): `"v1_sq"` or `"v1"`.
+        system_prompt (`str`, *optional*, defaults to `"v1_sq"`): `"v1_sq"` or `"v1"`, or the text of a system message
+            to put first in every conversation.
         streamer (`BaseStreamer`, *optional*): Passed to `generate` (batch of one only, as transformers' streamers).
+        images_first (`bool`, *optional*, defaults to `True`): Images before the text of their turn (the reference);
+            `False` keeps the content blocks' order (see [`~SQLlavaProcessor.apply_chat_template`]).
         **generation_kwargs: Passed to `generate`; `eos_token_id` and `pad_token_id` default to the tokenizer's.
 
     Returns:
@@ -260,11 +267,15 @@ def generate_from_conversations(
         `</s>`.
     """
     tokenizer = processor.tokenizer
+    if system_prompt not in SYSTEM_PROMPTS:  # a system message of its own, not one of the reference's named prompts
+        conversations = [[{"role": "system", "content": system_prompt}, *messages] for messages in conversations]
+        system_prompt = None
     inputs = processor.apply_chat_template(
         conversations,
         add_generation_prompt=True,
         generation_role=generation_role,
         system_prompt=system_prompt,
+        images_first=images_first,
         tokenize=True,
         return_dict=True,
         return_tensors="pt",

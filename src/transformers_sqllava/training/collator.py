@@ -274,6 +274,10 @@ class SQLlavaSelfQuestioningCollator(_SQLlavaCollatorBase):
         system_prompt (`str`, *optional*, defaults to `"v1_sq"`):
             The system prompt for samples without a system message: `"v1_sq"` as the reference trains; `"v1"` is the
             answering prompt.
+        images_first (`bool`, *optional*, defaults to `True`):
+            Render a user turn's images before its text, as the reference's `preprocess_multimodal` does. `False`
+            keeps the order of the content blocks, e.g. the question before the image (`"USER: Q\\n<image> "`); the
+            offline demo trains that way, see `transformers_sqllava.demo.train`.
         max_length (`int`, *optional*):
             Longest sample in tokens, image tokens included (576 per image for the real model). `None`: no limit.
         on_overflow (`str`, *optional*, defaults to `"raise"`):
@@ -312,6 +316,7 @@ class SQLlavaSelfQuestioningCollator(_SQLlavaCollatorBase):
     sq_ratio: float = 0.5
     seed: int | None = None
     system_prompt: str = "v1_sq"
+    images_first: bool = True
 
     def __post_init__(self):
         super().__post_init__()
@@ -386,7 +391,8 @@ class SQLlavaSelfQuestioningCollator(_SQLlavaCollatorBase):
         rng = self._rng if self.epoch is None else self._sample_rng(example)
         messages = self.draw_vuser_turns(messages, has_image, rng)
         has_system = messages[0].get("role") == "system"
-        segments = self.processor.conversation_segments(messages, None if has_system else self.system_prompt)
+        system_prompt = None if has_system else self.system_prompt
+        segments = self.processor.conversation_segments(messages, system_prompt, images_first=self.images_first)
         return self.processor.encode_segments(segments)
 
 

@@ -133,21 +133,34 @@ _CHAT_TEMPLATE = """\
     {%- elif message["content"] is string -%}
         {%- set text = message["content"] -%}
     {%- else -%}
-        {#- All images first, each followed by a newline, then the text: the reference's preprocess_multimodal. -#}
-        {%- set parts = namespace(images="", texts=[]) -%}
+        {#- By default all images first, each followed by a newline, then the text: the reference's
+            preprocess_multimodal. With images_first=false the blocks keep their order, an image separated from its
+            neighbours by newlines and texts by spaces ("Q\\n<image>"). -#}
+        {%- set parts = namespace(images="", texts=[], ordered="", previous="") -%}
         {%- for block in message["content"] -%}
             {%- if block["type"] == "image" -%}
                 {%- if role != "user" -%}
                     {{- raise_exception("Images go in user turns, but " ~ where ~ " has one.") -}}
                 {%- endif -%}
                 {%- set parts.images = parts.images + image_marker + "\\n" -%}
+                {%- set piece = image_marker -%}
             {%- elif block["type"] == "text" -%}
                 {%- set parts.texts = parts.texts + [block["text"]] -%}
+                {%- set piece = block["text"] -%}
             {%- else -%}
                 {{- raise_exception("Unsupported content type \\"" ~ block["type"] ~ "\\" in " ~ where ~ ": use \\"text\\" and \\"image\\" blocks.") -}}
             {%- endif -%}
+            {%- if not loop.first -%}
+                {%- set parts.ordered = parts.ordered + (" " if block["type"] == "text" and parts.previous == "text" else "\\n") -%}
+            {%- endif -%}
+            {%- set parts.ordered = parts.ordered + piece -%}
+            {%- set parts.previous = block["type"] -%}
         {%- endfor -%}
-        {%- set text = parts.images + parts.texts | join(" ") -%}
+        {%- if images_first | default(true) -%}
+            {%- set text = parts.images + parts.texts | join(" ") -%}
+        {%- else -%}
+            {%- set text = parts.ordered -%}
+        {%- endif -%}
     {%- endif -%}
     {%- if role == "user" -%}
         {{- "USER: " + text -}}
@@ -524,7 +537,7 @@ class SQLlavaProcessor(ProcessorMixin):
     # ------------------------------------------------------------------------------------------------------------
 
     def conversation_segments(
-        self, messages: list[dict], system_prompt: str | None = None
+        self, messages: list[dict], system_prompt: str | None = None, images_first: bool = True
     ) -> list[tuple[str, str | None, bool]]:
         r"""
         The chat template's rendering of `messages` (with `add_generation_prompt=False`) as segments
@@ -536,6 +549,9 @@ class SQLlavaProcessor(ProcessorMixin):
           rest: system prompt, role markers, user turns, images and separators (reference §4.6);
         - `is_template` is `True` for text the template writes (special tokens in it are structure) and `False` for
           message text (always plain text: a typed `</s>` cannot end a turn).
+
+        With `images_first=False` a user turn's image and text blocks keep their order, as the template variable of the
+        same name renders them (`"USER: Q\\n<image> "`); by default the images come first (`"USER: <image>\\nQ "`).
 
         Raises `ValueError` for the conversations the template rejects (roles, order, images outside user turns).
         """
@@ -588,7 +604,20 @@ class SQLlavaProcessor(ProcessorMixin):
             num_images, text = content_text(message, where)
             if num_images and role != "user":
                 raise ValueError(f"Images go in user turns, but {where} has one.")
-            if role == "user":
+            if role == "user" and not images_first and not isinstance(message["content"], str):
+                segments.append(("USER: ", None, True))
+                previous = None
+                for block in message["content"]:  # validated by content_text
+                    if previous is not None:
+                        separator = " " if block["type"] == "text" and previous == "text" else "\n"
+                        segments.append((separator, None, True))
+                    if block["type"] == "image":
+                        segments.append((self.image_token, None, True))
+                    else:
+                        segments.append((block["text"], None, False))
+                    previous = block["type"]
+                segments.append((" ", None, True))
+            elif role == "user":
                 segments.append(("USER: " + (self.image_token + "\n") * num_images, None, True))
                 segments += [(text, None, False), (" ", None, True)]
             else:
@@ -667,7 +696,11 @@ class SQLlavaProcessor(ProcessorMixin):
         return ids, tags
 
     def encode_conversation(
-        self, messages: list[dict], system_prompt: str | None = "v1_sq", add_special_tokens: bool = True
+        self,
+        messages: list[dict],
+        system_prompt: str | None = "v1_sq",
+        add_special_tokens: bool = True,
+        images_first: bool = True,
     ) -> dict[str, list[int]]:
         r"""
         Token ids and training labels of one conversation (reference §4.6): answers + `</s>` and vuser questions +
@@ -688,11 +721,14 @@ class SQLlavaProcessor(ProcessorMixin):
                 The system prompt when the conversation has none: training uses `"v1_sq"` for every sample (§3.3).
             add_special_tokens (`bool`, *optional*, defaults to `True`):
                 Start with BOS.
+            images_first (`bool`, *optional*, defaults to `True`):
+                Put a user turn's images before its text (the reference); `False` keeps the content blocks' order.
 
         Returns:
             `dict` with `input_ids` and `labels` (`list[int]`, same length).
         """
-        ids, tags = self.encode_segments(self.conversation_segments(messages, system_prompt), add_special_tokens)
+        segments = self.conversation_segments(messages, system_prompt, images_first=images_first)
+        ids, tags = self.encode_segments(segments, add_special_tokens)
         return {"input_ids": ids, "labels": [i if tag is not None else -100 for i, tag in zip(ids, tags)]}
 
     def apply_chat_template(
@@ -714,7 +750,9 @@ class SQLlavaProcessor(ProcessorMixin):
         content is a string or a list of `{"type": "text", "text": ...}` and `{"type": "image"}` blocks (an image block
         can carry the image as `"image"`, `"url"` or `"path"`, which `tokenize=True` then loads); images go in user
         turns and render as `"<image>\n"` before the text. Turns alternate user-or-vuser / assistant, starting with a
-        user turn; a malformed conversation raises a `jinja2` `TemplateError` that says what is wrong.
+        user turn; a malformed conversation raises a `jinja2` `TemplateError` that says what is wrong. The template
+        variable `images_first=False` keeps a user turn's blocks in their order instead (`"USER: Q\\n<image> "` for a
+        text block then an image block).
 
         Example, with `vuser_token="VUSER"` (a converted checkpoint) and `SYS` the v1 system prompt:
 
