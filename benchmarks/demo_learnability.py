@@ -37,9 +37,16 @@ from pathlib import Path
 
 import torch
 from common import machine_info, write_report
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from transformers_sqllava.demo.scenes import QuestionKind, answer, generate_scene, sample_question
 from transformers_sqllava.demo.train import DemoTrainingConfig, build_demo_model, build_demo_processor
+from transformers_sqllava.demo.vision_pretraining import (
+    CellCodebook,
+    cell_contents,
+    freeze_image_path,
+    pretrain_vision,
+)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 EVAL_SEED = 10**6  # training scenes are seeds 0, 1, 2, ...; evaluation scenes (and question draws) start here
@@ -60,10 +67,13 @@ def parse_schedule(text: str) -> list[tuple[tuple[int, int], list[str], int]]:
 class QuestionStream:
     """Single-question samples from seeded scenes, the object range and kinds given by the curriculum's phase."""
 
-    def __init__(self, processor, image_size: int, seed: int = 0):
+    def __init__(
+        self, processor, image_size: int, seed: int = 0, question_before_image: bool = False, oracle: bool = False
+    ):
         self.processor, self.image_size = processor, image_size
         self.tokenizer = processor.tokenizer
         self.rng = random.Random(seed)
+        self.question_before_image, self.oracle = question_before_image, oracle
 
     def sample(self, scene_seed: int, objects: tuple[int, int], kinds: list[str], rng: random.Random):
         scene = generate_scene(scene_seed, image_size=self.image_size, num_objects=objects)
@@ -71,13 +81,14 @@ class QuestionStream:
             question = sample_question(rng, scene, kinds=[QuestionKind(kind) for kind in kinds])
         except ValueError:  # e.g. two identical objects and only "the REF" kinds: nothing is answerable
             question = sample_question(rng, scene, kinds=[QuestionKind.COUNT])
-        prompt = (
-            [self.tokenizer.bos_token_id]
-            + [self.processor.image_token_id] * self.processor.image_seq_length
-            + self.tokenizer(f"Q: {question.text} A:", add_special_tokens=False).input_ids
-        )
+        image = [self.processor.image_token_id] * self.processor.image_seq_length
+        encode = lambda text: self.tokenizer(text, add_special_tokens=False).input_ids
+        if self.question_before_image:  # the image tokens can attend to the question
+            prompt = [self.tokenizer.bos_token_id] + encode(f"Q: {question.text}") + image + encode(" A:")
+        else:
+            prompt = [self.tokenizer.bos_token_id] + image + encode(f"Q: {question.text} A:")
         target = self.tokenizer(answer(question, scene), add_special_tokens=False).input_ids
-        return prompt + target, [-100] * len(prompt) + target, scene.render(), question.kind.value
+        return prompt + target, [-100] * len(prompt) + target, scene, question.kind.value
 
     def batch(self, scene_seeds, objects, kinds, rng: random.Random | None = None):
         """Padded tensors for the model and each sample's kind; questions drawn from `rng` (default: the stream's)."""
@@ -91,9 +102,23 @@ class QuestionStream:
             input_ids[row, : len(ids)] = torch.tensor(ids)
             labels[row, : len(ids)] = torch.tensor(target)
             attention_mask[row, : len(ids)] = 1
-        pixel_values = self.processor.image_processor([image for *_, image, _ in samples], return_tensors="pt")
         batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-        return batch | {"pixel_values": pixel_values.pixel_values}, [kind for *_, kind in samples]
+        scenes, kinds = [scene for *_, scene, _ in samples], [kind for *_, kind in samples]
+        if self.oracle:  # the "pixels" are the true cell contents, which the oracle image path turns into codes
+            return batch | {"pixel_values": torch.stack([cell_contents(scene) for scene in scenes])}, kinds
+        pixel_values = self.processor.image_processor([scene.render() for scene in scenes], return_tensors="pt")
+        return batch | {"pixel_values": pixel_values.pixel_values}, kinds
+
+
+def use_oracle_image_features(model) -> None:
+    """Replace the model's image path by a perfect one: each image token is the [`CellCodebook`] code of its cell's
+    true contents (what stage 0 trains the real image path to write), so a run measures the language model alone."""
+    codebook = CellCodebook(model.config.text_config.hidden_size)
+
+    def get_image_features(pixel_values, **kwargs):  # `pixel_values` are the cell contents, see `QuestionStream`
+        return BaseModelOutputWithPooling(pooler_output=list(codebook(pixel_values)))
+
+    model.model.get_image_features = get_image_features
 
 
 def evaluation_batch(stream: QuestionStream, objects, kinds, num_scenes: int):
@@ -134,6 +159,7 @@ def _train_and_evaluate(args) -> dict:
     config = replace(
         DemoTrainingConfig(),
         patch_size=args.patch_size,
+        vision_position_init_std=args.vision_position_std,
         text_hidden_size=args.text_hidden_size,
         text_intermediate_size=3 * args.text_hidden_size,
         text_layers=args.text_layers,
@@ -142,13 +168,21 @@ def _train_and_evaluate(args) -> dict:
     )
     processor = build_demo_processor(config.image_size, config.patch_size)
     model = build_demo_model(config, processor).train()
-    if args.vision_position_std is not None:
-        # CLIP initialises its position embeddings at std 0.02, small next to a patch's content: an object's token then
-        # says little about where it is. Larger here is a question for "where is the ...?", not the demo's setting.
-        for name, module in model.named_modules():
-            if name.endswith("embeddings.position_embedding"):
-                torch.nn.init.normal_(module.weight, std=args.vision_position_std)
-    stream = QuestionStream(processor, config.image_size, seed=args.seed)
+    if args.no_prototype_extractor:  # an ablation: the projector then sees the vision tower's tokens as they are
+        model.model.multi_modal_projector.prototype_extractor = None
+        model.config.use_prototype_extractor = False
+    if args.vision_pretraining_steps:  # the demo's stage 0, then its image path is frozen
+        pretrain_vision(model, processor, args.vision_pretraining_steps, seed=args.seed, log_every=10**9)
+        freeze_image_path(model)
+    if args.oracle_image_features:
+        use_oracle_image_features(model)
+    stream = QuestionStream(
+        processor,
+        config.image_size,
+        seed=args.seed,
+        question_before_image=args.question_before_image,
+        oracle=args.oracle_image_features,
+    )
     phases = parse_schedule(args.schedule)
     final = (tuple(args.objects), args.kinds or ALL_KINDS)
 
@@ -196,7 +230,30 @@ def parse_args(argv=None):
     parser.add_argument("--text-layers", type=int, default=3)
     parser.add_argument("--text-attention-heads", type=int, default=4)
     parser.add_argument(
-        "--vision-position-std", type=float, help="Re-initialise CLIP's position embeddings at this std (CLIP: 0.02)."
+        "--vision-position-std",
+        type=float,
+        default=0.02,
+        help="Std of CLIP's position embeddings at init: CLIP's 0.02 by default (the results before stage 0 existed); "
+        "the demo uses 1.0.",
+    )
+    parser.add_argument(
+        "--vision-pretraining-steps",
+        type=int,
+        default=0,
+        help="Run the demo's stage 0 (batch 64) this many steps first and freeze the image path; 0: end to end.",
+    )
+    parser.add_argument(
+        "--oracle-image-features",
+        action="store_true",
+        help="Image tokens are the exact cell codes of the scene (a perfect image path): the language model alone.",
+    )
+    parser.add_argument(
+        "--question-before-image",
+        action="store_true",
+        help="Samples <s>Q: <question><image>... A: <answer> (the demo's order) instead of the image first.",
+    )
+    parser.add_argument(
+        "--no-prototype-extractor", action="store_true", help="Ablation: drop the prototype extractor from the model."
     )
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--eval-scenes", type=int, default=200)

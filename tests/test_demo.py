@@ -98,13 +98,14 @@ def test_sqllava_demo_command(tmp_path, capsys):
 def test_training_script_smoke(tmp_path):
     """A handful of steps of both stages on a tiny config: the real script, SFTTrainer and both collators."""
     config = DemoTrainingConfig(
-        image_size=48, patch_size=12, vision_hidden_size=32, vision_layers=2, text_hidden_size=32,
-        text_intermediate_size=64, text_layers=2, num_prototypes=4, num_train_scenes=16, alignment_steps=2,
-        max_steps=3, batch_size=4, threads=1,
+        image_size=48, patch_size=16, vision_hidden_size=32, vision_layers=2, text_hidden_size=32,
+        text_intermediate_size=64, text_layers=2, num_prototypes=4, num_train_scenes=16, vision_pretraining_steps=2,
+        vision_pretraining_batch_size=4, alignment_steps=2, max_steps=3, batch_size=4, threads=1,
     )  # fmt: skip
     train_demo_model(config, tmp_path / "a", evaluate=False, log_every=1)
     record = json.loads((tmp_path / "a" / "demo_training.json").read_text())
     assert record["training_config"]["max_steps"] == 3
+    assert set(record["vision_pretraining"]) == {"loss", "seconds", "colour", "shape", "size", "cell"}
     assert record["collator_stats"]["num_vuser_turns"] > 0  # the self-questioning collator drew vuser turns
     assert (tmp_path / "a" / "README.md").read_text().startswith("---\n")
     model = SQLlavaForConditionalGeneration.from_pretrained(tmp_path / "a")
@@ -132,9 +133,17 @@ def test_training_options_reach_the_data_and_the_model():
     with pytest.raises(SystemExit):  # a typo is an argparse error, not a silent False
         parse_args(["--output-dir", "x", "--tie-word-embeddings", "flase"])
     rows = build_train_rows(config, stage=2)
-    # Six user turns each, none of them the description.
+    # The demo's short system message, then six user turns each, none of them the description, and the first
+    # question before the image.
+    system_message = {"role": "system", "content": [{"type": "text", "text": config.system_prompt}]}
+    assert all(row["messages"][0] == system_message for row in rows)
     assert all(sum(message["role"] == "user" for message in row["messages"]) == 6 for row in rows)
-    assert all(row["messages"][0]["content"][1]["text"] != "Describe the image." for row in rows)
+    first_turns = [row["messages"][1]["content"] for row in rows]
+    assert all([block["type"] for block in content] == ["text", "image"] for content in first_turns)
+    assert all(content[0]["text"] != "Describe the image." for content in first_turns)
+    # The reference's named prompt is the collator's to add, not a message of the rows.
+    _, named = parse_args(["--output-dir", "x", "--system-prompt", "v1_sq", "--num-train-scenes", "2"])
+    assert all(row["messages"][0]["role"] == "user" for row in build_train_rows(named, stage=2))
     processor = build_demo_processor()
     model = build_demo_model(config, processor)
     assert model.config.text_config.num_attention_heads == 8

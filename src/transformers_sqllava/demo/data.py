@@ -137,11 +137,18 @@ def to_llava_conversations(turns: Turns) -> list[dict[str, str]]:
     return conversations
 
 
-def to_trl_messages(turns: Turns) -> list[dict[str, Any]]:
-    """Turns as TRL vision messages: an image block in the first user turn, text blocks everywhere."""
+def to_trl_messages(turns: Turns, question_before_image: bool = False) -> list[dict[str, Any]]:
+    """Turns as TRL vision messages: an image block in the first user turn, text blocks everywhere.
+
+    With `question_before_image`, the first turn's image block comes after its question (render with
+    `images_first=False` to keep that order), except for "Describe the image.", which keeps the image first.
+    """
     messages = []
     for index, (question, answer) in enumerate(turns):
-        content = ([{"type": "image"}] if index == 0 else []) + [{"type": "text", "text": question}]
+        content = [{"type": "text", "text": question}]
+        if index == 0:
+            image_last = question_before_image and question != DESCRIBE_QUESTION
+            content = content + [{"type": "image"}] if image_last else [{"type": "image"}] + content
         messages.append({"role": "user", "content": content})
         messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
     return messages
@@ -205,11 +212,13 @@ def build_trl_rows(
     num_turns: tuple[int, int] = (2, 5),
     description_first: float = 0.5,
     samples_per_scene: int = 1,
+    question_before_image: bool = False,
 ) -> list[dict[str, Any]]:
     """The scenes' samples as in-memory TRL vision rows `{"id", "images": [PIL.Image], "messages": [...]}`.
 
     Same samples (ids and turns) as [`write_llava_dataset`] with the same arguments. The samples of one scene share
-    one rendered image. Arguments as in [`write_llava_dataset`].
+    one rendered image. Arguments as in [`write_llava_dataset`], and `question_before_image` as in
+    [`to_trl_messages`].
     """
     rows = []
     images: dict[int, Image.Image] = {}
@@ -217,7 +226,8 @@ def build_trl_rows(
     for index, scene, sample_id, turns in _samples(scenes, samples_per_scene, **turn_kwargs):
         if index not in images:
             images[index] = scene.render()
-        rows.append({"id": sample_id, "images": [images[index]], "messages": to_trl_messages(turns)})
+        messages = to_trl_messages(turns, question_before_image=question_before_image)
+        rows.append({"id": sample_id, "images": [images[index]], "messages": messages})
     return rows
 
 

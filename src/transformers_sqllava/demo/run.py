@@ -16,8 +16,9 @@
 [`run_demo`] loads a checkpoint written by `demo/train.py` (by default the committed one) with `from_pretrained`,
 and measures on scenes it never saw in training:
 
-- **answer accuracy**: single-turn questions of the scene language (`USER: <image>\\nQ ASSISTANT:`), greedy, judged by
-  the checker ([`is_correct`]);
+- **answer accuracy**: single-turn questions of the scene language, greedy, judged by the checker ([`is_correct`]),
+  in the order the model was trained with: `USER: Q\\n<image> ASSISTANT:` for the committed checkpoint
+  (`question_before_image` in its record), LLaVA's `USER: <image>\\nQ ASSISTANT:` otherwise;
 - **self-questioning** (the package's [`self_question`]): the model describes the scene, then asks questions after
   the `[vusr]:` marker and answers them; a question counts as *valid* when the checker parses it and it is
   answerable for that scene ([`parse_question`], [`is_answerable`]), and its answer is judged like any other.
@@ -45,9 +46,9 @@ from .data import scene_id, split_scenes
 from .scenes import DESCRIBE_QUESTION, Scene, is_answerable, sample_question
 from .train import DEFAULT_CHECKPOINT, load_training_record
 
-# Every prompt uses the training system prompt: the collator trains every sample with v1_sq (reference §3.3), and a
-# model this small has never seen the shorter v1 prompt.
-SYSTEM_PROMPT = "v1_sq"
+# Every prompt uses the system prompt the checkpoint was trained with (its record's `system_prompt`): a model this
+# small has seen no other. Checkpoints from before that setting were trained with v1_sq, as the reference (§3.3).
+DEFAULT_SYSTEM_PROMPT = "v1_sq"
 # Generation budgets, in tokens: scene words are one token each. A 4-object caption is ~40 tokens, a question <= 12.
 DESCRIPTION_MAX_NEW_TOKENS = 64
 QUESTION_MAX_NEW_TOKENS = 16
@@ -155,18 +156,27 @@ def _batches(items: Sequence, size: int):
 
 
 def generate_answers(
-    model, processor, images: Sequence, questions: Sequence[str], max_new_tokens: int, batch_size: int = 64
+    model,
+    processor,
+    images: Sequence,
+    questions: Sequence[str],
+    max_new_tokens: int,
+    batch_size: int = 64,
+    question_before_image: bool = False,
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT,
 ) -> list[str]:
-    """Greedy answers to single-turn questions (`USER: <image>\\nQ ASSISTANT:`), one image per question, batched."""
-    conversations = [
-        [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": question}]}]
-        for image, question in zip(images, questions)
-    ]
+    """Greedy answers to single-turn questions, one image per question, batched: `USER: <image>\\nQ ASSISTANT:`, or
+    `USER: Q\\n<image> ASSISTANT:` with `question_before_image` (as the model was trained, see its record)."""
+    conversations = []
+    for image, question in zip(images, questions):
+        blocks = [{"type": "image", "image": image}, {"type": "text", "text": question}]
+        conversations.append([{"role": "user", "content": blocks[::-1] if question_before_image else blocks}])
     texts = []
     for batch in _batches(conversations, batch_size):
         texts += generate_from_conversations(
-            model, processor, batch, "assistant", SYSTEM_PROMPT, do_sample=False, max_new_tokens=max_new_tokens
-        )
+            model, processor, batch, "assistant", system_prompt, images_first=not question_before_image,
+            do_sample=False, max_new_tokens=max_new_tokens,
+        )  # fmt: skip
     return texts
 
 
@@ -199,7 +209,13 @@ def judge_self_asked(scene: Scene, question: str, answer: str) -> SelfAskedQuest
 
 
 def self_question_scenes(
-    model, processor, scenes: Sequence[Scene], images: Sequence, num_questions: int, batch_size: int = 32
+    model,
+    processor,
+    scenes: Sequence[Scene],
+    images: Sequence,
+    num_questions: int,
+    batch_size: int = 32,
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT,
 ) -> tuple[list[str], list[list[SelfAskedQuestion]]]:
     """Describe each scene, ask `num_questions` questions after the description and answer them (package's
     [`self_question`]); returns the descriptions and the judged questions per scene."""
@@ -207,7 +223,7 @@ def self_question_scenes(
         num_questions=num_questions,
         answer_questions=True,
         description_prompt=DESCRIBE_QUESTION,  # the wording the demo model was trained on
-        system_prompt=SYSTEM_PROMPT,
+        system_prompt=system_prompt,
         description_generation_kwargs={"max_new_tokens": DESCRIPTION_MAX_NEW_TOKENS},
         question_generation_kwargs={**QUESTION_SAMPLING, "max_new_tokens": QUESTION_MAX_NEW_TOKENS},
         answer_generation_kwargs={"max_new_tokens": ANSWER_MAX_NEW_TOKENS},
@@ -251,20 +267,23 @@ def run_demo(
     """
     started = time.perf_counter()
     model, processor, record = load_demo_model(checkpoint)
+    system_prompt = record["training_config"].get("system_prompt", DEFAULT_SYSTEM_PROMPT)
     scenes = held_out_scenes(record, max(num_eval_scenes, num_self_questioning_scenes, num_shown))
     images = [scene.render() for scene in scenes]
 
     eval_scenes = scenes[:num_eval_scenes]
     questions = sample_questions(eval_scenes, questions_per_scene, seed)
     answers = generate_answers(
-        model, processor, [images[index] for index, _ in questions], [q for _, q in questions], ANSWER_MAX_NEW_TOKENS
-    )
+        model, processor, [images[index] for index, _ in questions], [q for _, q in questions], ANSWER_MAX_NEW_TOKENS,
+        question_before_image=record["training_config"].get("question_before_image", False),
+        system_prompt=system_prompt,
+    )  # fmt: skip
     judged = judge_answers(eval_scenes, questions, answers)
 
     torch.manual_seed(seed)  # the questions are sampled
     sq_count = max(num_self_questioning_scenes, num_shown)
     descriptions, self_asked = self_question_scenes(
-        model, processor, scenes[:sq_count], images[:sq_count], questions_asked_per_scene
+        model, processor, scenes[:sq_count], images[:sq_count], questions_asked_per_scene, system_prompt=system_prompt
     )
     descriptions_correct = [parse_caption(text) == scene.objects for text, scene in zip(descriptions, scenes)]
 
