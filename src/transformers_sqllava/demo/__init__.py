@@ -5,6 +5,7 @@
 - `data`: the train/held-out split ([`split_scenes`]) and samples as LLaVA JSON ([`write_llava_dataset`]) or TRL
   rows ([`build_trl_rows`]), stage 1 (captions) or stage 2 (conversations).
 - `tokenizer`: [`build_scene_tokenizer`], a tiny Vicuna-shaped tokenizer trained on the scene language.
+- `vision_pretraining`: stage 0 of the demo's training, the stand-in for CLIP's pretraining ([`pretrain_vision`]).
 - `train`: [`train_demo_model`], the tiny SQ-LLaVA trained on scenes with `SFTTrainer` and the self-questioning
   collator (`python -m transformers_sqllava.demo.train`); its committed checkpoint is [`DEFAULT_CHECKPOINT`].
 - `run`: [`run_demo`] and [`format_report`], what `sqllava demo` runs and prints.

@@ -16,13 +16,18 @@
 Everything is the package's own machinery at toy size: [`SQLlavaConfig`] with a CLIP vision tower and a Llama
 language model, [`SQLlavaProcessor`] with the scene tokenizer and the native vuser marker `[vusr]`, and the
 self-questioning collator ([`SQLlavaSelfQuestioningCollator`], `sq_ratio=0.5`), so the model learns both to answer
-and to ask. The paper's two stages, but every weight trains in both: its recipe (a frozen tower and LLM in stage 1,
-LoRA in stage 2) adapts *pretrained* towers, and there are none here (no download is allowed, and a random tower has
-nothing worth freezing). Stage 1 (image -> caption, the alignment collator) is what teaches the from-scratch vision
-tower to see; stage 2 (the self-questioning collator) teaches answering and asking.
+and to ask. Three stages:
+
+0. vision pretraining ([`pretrain_vision`]): the vision tower, prototype extractor and projector learn to write each
+   grid cell's contents into its image token, then are frozen. This stands in for CLIP's own pretraining: the real
+   recipe adapts a *pretrained* tower, and there is none here (no download is allowed);
+1. alignment (image -> caption, the alignment collator): the language model learns the scene language;
+2. self-questioning instruction tuning (the self-questioning collator): answering, describing and asking. The first
+   question of a conversation comes before the image (`question_before_image`), which is what lets a model this small
+   learn to find the object a question names (README, "The offline demo").
 
 ```bash
-python -m transformers_sqllava.demo.train --output-dir my-demo-checkpoint   # ~20 min on a shared 2-core CPU
+python -m transformers_sqllava.demo.train --output-dir my-demo-checkpoint   # < 20 min on 2 CPU cores
 sqllava demo --checkpoint my-demo-checkpoint
 ```
 
@@ -112,8 +117,8 @@ class DemoTrainingConfig:
         sq_ratio (`float`, *optional*, defaults to 0.5): probability that a later user turn becomes a vuser turn the
             model learns to ask (the released recipe's value).
         seed (`int`, *optional*, defaults to 0): seeds the weights, the data order and the vuser draws.
-        threads (`int`, *optional*, defaults to 1): torch CPU threads. Results are reproducible for a given thread
-            count (the committed checkpoint used 1); on cores shared with other work, 1 thread is about as fast as 2.
+        threads (`int`, *optional*, defaults to 2): torch CPU threads. Results are reproducible for a given thread
+            count (the committed checkpoint used 2); on cores shared with other work, use 1.
     """
 
     image_size: int = 72
@@ -145,7 +150,7 @@ class DemoTrainingConfig:
     system_prompt: str = "A chat about the image."
     sq_ratio: float = 0.5
     seed: int = 0
-    threads: int = 1
+    threads: int = 2
 
 
 # Pixel statistics of the demo's image processor: the white background normalises to 0 (CLIP's mean and std would
@@ -271,6 +276,10 @@ def run_sft(
             seed=config.seed,
             data_seed=config.seed,
             use_cpu=True,
+            # TRL's SFTConfig defaults to bf16 autocast and gradient checkpointing. On a CPU and at this size neither
+            # saves anything that matters, and bf16 costs the look-up its precision.
+            bf16=False,
+            gradient_checkpointing=False,
             dataloader_num_workers=0,  # the collator's stats are counted in this process
             disable_tqdm=False,
         )
@@ -292,13 +301,15 @@ def train_demo_model(
 ) -> Path:
     r"""
     Train the demo model with `SFTTrainer` and save it (weights, processor, training record and model card) to
-    `output_dir`, in the paper's two stages but with every weight trainable:
+    `output_dir`:
 
-    1. alignment: image -> caption in the plain format ([`SQLlavaAlignmentCollator`]), `alignment_steps` steps.
-       Every caption token depends on the image, so the from-scratch vision tower learns to see; the sequences are
-       short (no system prompt), so these steps are cheap;
-    2. self-questioning instruction tuning: multi-turn conversations with [`SQLlavaSelfQuestioningCollator`]
-       (`sq_ratio`), `max_steps` steps: the model learns to answer and to ask.
+    0. vision pretraining ([`pretrain_vision`], `vision_pretraining_steps` steps), then the image path (vision tower,
+       prototype extractor, projector) is frozen; with `vision_pretraining_steps=0` it is skipped and every weight
+       trains in stages 1 and 2;
+    1. alignment: image -> caption in the plain format ([`SQLlavaAlignmentCollator`]), `alignment_steps` steps; the
+       sequences are short (no system prompt), so these steps are cheap;
+    2. self-questioning instruction tuning: conversations with [`SQLlavaSelfQuestioningCollator`] (`sq_ratio`),
+       `max_steps` steps: the model learns to answer, describe and ask.
 
     Args:
         config ([`DemoTrainingConfig`]): sizes, data and optimisation.
