@@ -168,3 +168,23 @@ def test_top_level_must_be_a_list(tmp_path):
         load_llava_dataset(path)
     with pytest.raises(ValueError, match="on_missing_image"):
         load_llava_dataset([TEXT_SAMPLE], on_missing_image="ignore")
+
+
+def test_length_column_counts_words_and_128_per_image(tmp_path):
+    # The reference's `lengths` (§4.2): words of all turns, plus 128 for an image sample.
+    path = _write_samples(tmp_path, [IMAGE_SAMPLE, TEXT_SAMPLE])
+    dataset = load_llava_dataset(path, tmp_path / "images")
+    assert dataset[0]["length"] == len("What colour is it? Red. Is it square? No.".split()) + 128
+    assert dataset[1]["length"] == 3
+    # A column query, as Trainer's length-grouped sampler makes it, goes through the lazy transform without
+    # opening any image.
+    assert dataset["length"] == [137, 3]
+
+
+def test_sample_length_accepts_string_and_part_contents():
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]},
+        {"role": "assistant", "content": "A red circle."},
+    ]
+    assert data_module.sample_length(messages, num_images=1) == 6 + data_module.IMAGE_LENGTH
+    assert data_module.sample_length(messages, num_images=2, image_length=9) == 6 + 18

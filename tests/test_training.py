@@ -88,6 +88,19 @@ def test_stage2_loss_falls_when_overfitting_four_samples(tmp_path, demo_data):
     assert (tmp_path / "adapter_model.safetensors").exists() and (tmp_path / "processor_config.json").exists()
 
 
+def test_stage2_groups_batches_by_length_from_the_loaders_length_column(tmp_path, demo_data):
+    # The reference's `group_by_modality_length=True`. Trainer's sampler reads the dataset's `length` column; without
+    # it, it would look for `input_ids` in the conversational rows and fail.
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    args = training_args(tmp_path, max_steps=2, train_sampling_strategy="group_by_length")
+    trainer = train_stage2.main(script_args(demo_data[2]), args)
+    assert len(losses(trainer)) == 2
+    sampler = trainer._get_train_sampler()
+    assert isinstance(sampler, LengthGroupedSampler)
+    assert sampler.lengths == trainer.train_dataset["length"] and min(sampler.lengths) > 128
+
+
 class _Crash(Exception):
     pass
 

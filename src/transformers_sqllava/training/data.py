@@ -38,6 +38,10 @@ logger = logging.getLogger(__name__)
 
 IMAGE_PLACEHOLDER = "<image>"
 
+# The reference's `LazySupervisedDataset.lengths` (§4.2) counts an image as 128 words. Only the order of the lengths
+# matters: `train_sampling_strategy="group_by_length"` (the reference's `group_by_modality_length`) sorts on them.
+IMAGE_LENGTH = 128
+
 # LLaVA speaker -> chat role. `vuser` is accepted like the reference's `preprocess_v1_sq*` role maps do (§4.1): a
 # dataset may carry explicit self-questioning turns.
 ROLE_MAP = {"human": "user", "gpt": "assistant", "vuser": "vuser"}
@@ -50,8 +54,28 @@ _FEATURES = Features(
             {"role": Value("string"), "content": List({"type": Value("string"), "text": Value("string")})}
         ),
         "image_paths": List(Value("string")),
+        "length": Value("int64"),
     }
 )
+
+
+def sample_length(messages: list[dict[str, Any]], num_images: int, image_length: int = IMAGE_LENGTH) -> int:
+    """
+    A sample's length for `LengthGroupedSampler`, as the reference's `lengths` computes it: the words of its messages
+    plus `image_length` per image.
+
+    Trainer reads it from the dataset's `length` column (`TrainingArguments.length_column_name`) when
+    `train_sampling_strategy="group_by_length"`; without the column it would tokenise every row's `input_ids`, which
+    conversational vision rows do not have. Grouping samples of similar length in a batch cuts the padding: on the demo's
+    conversations, 41% of the tokens of a randomly drawn batch were padding.
+    """
+    words = sum(
+        len(part["text"].split())
+        for message in messages
+        for part in (message["content"] if isinstance(message["content"], list) else [{"text": message["content"]}])
+        if part.get("text")
+    )
+    return words + image_length * num_images
 
 
 @dataclass
@@ -194,18 +218,22 @@ def _drop_none(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _load_images(batch: dict[str, list]) -> dict[str, list]:
-    """`Dataset.with_transform` function: opens the row's image(s) only when the row is read."""
-    return {
-        "id": batch["id"],
-        "messages": [
+    """`Dataset.with_transform` function: opens the row's image(s) only when the row is read.
+
+    A column query (`dataset["length"]`, as Trainer's length-grouped sampler makes) passes only that column through
+    the transform: every other stored column is passed on as it is."""
+    rows = {key: value for key, value in batch.items() if key not in ("messages", "image_paths")}
+    if "messages" in batch:
+        rows["messages"] = [
             [{"role": message["role"], "content": _drop_none(message["content"])} for message in messages]
             for messages in batch["messages"]
-        ],
-        "images": [
+        ]
+    if "image_paths" in batch:
+        rows["images"] = [
             [_open_image(path, sample_id) for path in paths]
-            for sample_id, paths in zip(batch["id"], batch["image_paths"])
-        ],
-    }
+            for sample_id, paths in zip(batch.get("id", [None] * len(batch["image_paths"])), batch["image_paths"])
+        ]
+    return rows
 
 
 def load_llava_dataset(
@@ -225,7 +253,9 @@ def load_llava_dataset(
     - `messages`: the conversation with roles `user` (LLaVA `human`), `assistant` (`gpt`) and `vuser` (`vuser`), each
       content a list of parts. The first user turn of an image sample starts with `{"type": "image"}` and its text has
       the `<image>` placeholder removed and is stripped, as the reference's `preprocess_multimodal` does (§4.3);
-    - `images`: a list with the sample's RGB `PIL.Image`, empty for text-only samples.
+    - `images`: a list with the sample's RGB `PIL.Image`, empty for text-only samples;
+    - `length` (`int`): [`sample_length`], for `train_sampling_strategy="group_by_length"` (the reference's
+      `group_by_modality_length=True`), which batches samples of similar length and so wastes less on padding.
 
     Images are read lazily: the dataset stores their paths and a `with_transform` opens a file (and converts it to
     RGB) only when its row is read, e.g. by the `DataLoader`. Loading 665K samples therefore costs a JSON parse and one
@@ -279,7 +309,7 @@ def load_llava_dataset(
     image_folder = os.fspath(image_folder) if image_folder is not None else default_folder
 
     report = LlavaDatasetReport()
-    rows = {"id": [], "messages": [], "image_paths": []}
+    rows = {"id": [], "messages": [], "image_paths": [], "length": []}
     for index, sample in enumerate(samples):
         row = convert_llava_sample(sample, index)
         image_paths = []
@@ -298,6 +328,7 @@ def load_llava_dataset(
         rows["id"].append(row["id"])
         rows["messages"].append(row["messages"])
         rows["image_paths"].append(image_paths)
+        rows["length"].append(sample_length(row["messages"], len(image_paths)))
         report.num_image_samples += bool(image_paths)
         report.num_text_only_samples += not image_paths
 
@@ -317,4 +348,4 @@ def load_llava_dataset(
     return (dataset, report) if return_report else dataset
 
 
-__all__ = ["LlavaDatasetReport", "SkippedSample", "convert_llava_sample", "load_llava_dataset"]
+__all__ = ["IMAGE_LENGTH", "LlavaDatasetReport", "SkippedSample", "convert_llava_sample", "load_llava_dataset", "sample_length"]
