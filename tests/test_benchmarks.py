@@ -173,3 +173,17 @@ def test_demo_learnability_question_before_image_and_oracle_features(demo_learna
     module.use_oracle_image_features(model)
     features = model.model.get_image_features(pixel_values=batch["pixel_values"]).pooler_output
     torch.testing.assert_close(torch.stack(features), CellCodebook(128)(batch["pixel_values"]))
+
+
+def test_length_grouping_benchmark_report(tmp_path):
+    module = load_benchmark("length_grouping")
+    report = module.main(["--quick", "--output-dir", str(tmp_path)])
+    random_batches, grouped = report["results"]["random"], report["results"]["group_by_length"]
+    # What the grouping is for: the same kind of rows, far less padding (the step time is measured, not asserted).
+    assert grouped["padding_share"] < random_batches["padding_share"]
+    assert grouped["mean_batch_length"] < random_batches["mean_batch_length"]
+    for row in (random_batches, grouped):
+        assert len(row["step_seconds"]) == 4 and all(math.isfinite(s) and s > 0 for s in row["step_seconds"])
+    assert (tmp_path / "length_grouping_quick.json").exists() and "group_by_length" in (
+        tmp_path / "length_grouping_quick.md"
+    ).read_text()
