@@ -93,7 +93,7 @@ class DemoTrainingConfig:
             The image tokens can then check themselves against the question; measured with a perfect image path,
             two-object "where" went from 50% to 99% in 500 steps (README, "The offline demo"). "Describe the image."
             keeps the image first, as the self-questioning demo asks it.
-        num_train_scenes (`int`, *optional*, defaults to 80000): training scenes (held-out ones never equal them).
+        num_train_scenes (`int`, *optional*, defaults to 160000): training scenes (held-out ones never equal them).
             About one per stage-2 sample: with 12000 scenes seen 6 times each, the model fitted its training questions
             and answered 62% of held-out ones (the look-up is only learned from fresh data). Stage 1 uses the first
             `alignment_steps * alignment_batch_size` of them.
@@ -101,13 +101,16 @@ class DemoTrainingConfig:
         min_turns (`int`, *optional*, defaults to 1), max_turns (`int`, *optional*, defaults to 3): range of the
             number of question/answer turns of a stage-2 conversation. Only the first question comes before the
             image: later ones (and the vuser questions drawn from them) are asked after it.
-        description_first (`float`, *optional*, defaults to 0.2): share of stage-2 conversations that open with
+        description_first (`float`, *optional*, defaults to 0.3): share of stage-2 conversations that open with
             "Describe the image." (the self-questioning demo asks after a description). A caption is ~30 tokens
-            against ~3 for an answer: at 0.5, two thirds of the trained tokens were captions.
+            against ~3 for an answer: at 0.5, two thirds of the trained tokens were captions. With 5000 steps, 0.2
+            gave 97.0% right answers and 78.7% valid own questions, 0.3 99.0% and 80.0% (20 minutes in all).
         alignment_steps (`int`, *optional*, defaults to 300): stage-1 (image -> caption) steps; 0 skips stage 1.
         alignment_learning_rate (`float`, *optional*, defaults to 2e-3): stage-1 peak learning rate.
         alignment_batch_size (`int`, *optional*, defaults to 32): stage-1 samples per step.
-        max_steps (`int`, *optional*, defaults to 2500): stage-2 (self-questioning) steps.
+        max_steps (`int`, *optional*, defaults to 5000): stage-2 (self-questioning) steps. 2500 answered 81.7% of
+            held-out questions and asked 74.0% valid questions; 5000 (17 minutes in all) 97.0% and 78.7%
+            (both with `description_first=0.2`).
         batch_size (`int`, *optional*, defaults to 32): stage-2 samples per step.
         learning_rate (`float`, *optional*, defaults to 2e-3): stage-2 peak AdamW learning rate (cosine decay, 5%
             warmup).
@@ -116,6 +119,12 @@ class DemoTrainingConfig:
             sample and as much of the step time, and a constant prefix teaches a model trained from scratch nothing.
         sq_ratio (`float`, *optional*, defaults to 0.5): probability that a later user turn becomes a vuser turn the
             model learns to ask (the released recipe's value).
+        group_by_length (`bool`, *optional*, defaults to `False`): batch conversations of similar length together
+            (Trainer's `train_sampling_strategy="group_by_length"`, the reference's `group_by_modality_length`).
+            Grouped, padding falls from 42% to 7% of a batch's tokens and the 5000-step run took 11.6 instead of 17.1
+            minutes, but here a conversation's length is its kind (described or not, 1-3 turns), so every batch holds
+            one kind: 5000 grouped steps answered 62.3%
+            of held-out questions and described 62% of scenes exactly, against 97.0% and 100% for 5000 random ones.
         seed (`int`, *optional*, defaults to 0): seeds the weights, the data order and the vuser draws.
         threads (`int`, *optional*, defaults to 2): torch CPU threads. Results are reproducible for a given thread
             count (the committed checkpoint used 2); on cores shared with other work, use 1.
@@ -139,16 +148,17 @@ class DemoTrainingConfig:
     alignment_steps: int = 300
     alignment_learning_rate: float = 2e-3
     alignment_batch_size: int = 32
-    num_train_scenes: int = 80000
+    num_train_scenes: int = 160000
     samples_per_scene: int = 1
     min_turns: int = 1
     max_turns: int = 3
-    description_first: float = 0.2
-    max_steps: int = 2500
+    description_first: float = 0.3
+    max_steps: int = 5000
     batch_size: int = 32
     learning_rate: float = 2e-3
     system_prompt: str = "A chat about the image."
     sq_ratio: float = 0.5
+    group_by_length: bool = False
     seed: int = 0
     threads: int = 2
 
@@ -247,6 +257,10 @@ def build_train_rows(config: DemoTrainingConfig, stage: int) -> list[dict[str, A
         # Content as a list of blocks, like every other message: `datasets` (Arrow) cannot mix strings and lists.
         system_message = {"role": "system", "content": [{"type": "text", "text": config.system_prompt}]}
         rows = [{**row, "messages": [system_message, *row["messages"]]} for row in rows]
+    if config.group_by_length:
+        from ..training.data import sample_length
+
+        rows = [{**row, "length": sample_length(row["messages"], len(row["images"]))} for row in rows]
     return rows
 
 
@@ -281,6 +295,8 @@ def run_sft(
             bf16=False,
             gradient_checkpointing=False,
             dataloader_num_workers=0,  # the collator's stats are counted in this process
+            # The reference's `group_by_modality_length=True`: batches of similar-length samples (the rows' `length`).
+            train_sampling_strategy="group_by_length" if config.group_by_length else "random",
             disable_tqdm=False,
         )
     )
