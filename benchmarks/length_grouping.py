@@ -85,7 +85,15 @@ def measure(model, collator, rows, order, batch_size: int, steps: int) -> dict:
 
 
 def run_benchmark(num_rows: int, batch_size: int, steps: int, threads: int, seed: int = 0) -> dict:
+    previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
+    try:
+        return _run_benchmark(num_rows, batch_size, steps, threads, seed)
+    finally:
+        torch.set_num_threads(previous_threads)  # callers in the same process (the test suite) keep their own setting
+
+
+def _run_benchmark(num_rows: int, batch_size: int, steps: int, threads: int, seed: int) -> dict:
     config = replace(DemoTrainingConfig(), num_train_scenes=num_rows, batch_size=batch_size, group_by_length=True)
     processor = build_demo_processor(config.image_size, config.patch_size)
     rows = build_train_rows(config, stage=2)

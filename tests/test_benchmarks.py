@@ -177,7 +177,10 @@ def test_demo_learnability_question_before_image_and_oracle_features(demo_learna
 
 def test_length_grouping_benchmark_report(tmp_path):
     module = load_benchmark("length_grouping")
+    threads = torch.get_num_threads()
     report = module.main(["--quick", "--output-dir", str(tmp_path)])
+    # The quick run uses one thread; later tests that compare logits across processes need the suite's own count.
+    assert torch.get_num_threads() == threads
     random_batches, grouped = report["results"]["random"], report["results"]["group_by_length"]
     # What the grouping is for: the same kind of rows, far less padding (the step time is measured, not asserted).
     assert grouped["padding_share"] < random_batches["padding_share"]
