@@ -27,7 +27,7 @@ and to ask. Three stages:
    learn to find the object a question names (README, "The offline demo").
 
 ```bash
-python -m transformers_sqllava.demo.train --output-dir my-demo-checkpoint   # < 20 min on 2 CPU cores
+python -m transformers_sqllava.demo.train --output-dir my-demo-checkpoint   # ~20 min on 2 CPU cores
 sqllava demo --checkpoint my-demo-checkpoint
 ```
 
@@ -123,8 +123,8 @@ class DemoTrainingConfig:
             (Trainer's `train_sampling_strategy="group_by_length"`, the reference's `group_by_modality_length`).
             Grouped, padding falls from 42% to 7% of a batch's tokens and the 5000-step run took 11.6 instead of 17.1
             minutes, but here a conversation's length is its kind (described or not, 1-3 turns), so every batch holds
-            one kind: 5000 grouped steps answered 62.3%
-            of held-out questions and described 62% of scenes exactly, against 97.0% and 100% for 5000 random ones.
+            one kind: 5000 grouped steps answered 62.3% of held-out questions and described 62% of scenes exactly,
+            against 97.0% and 100% for 5000 random ones.
         seed (`int`, *optional*, defaults to 0): seeds the weights, the data order and the vuser draws.
         threads (`int`, *optional*, defaults to 2): torch CPU threads. Results are reproducible for a given thread
             count (the committed checkpoint used 2); on cores shared with other work, use 1.
@@ -424,7 +424,7 @@ def write_model_card(output_dir: str | Path, record: dict[str, Any]) -> None:
         "tiny-demo",
         training_summary=training_summary(record),
         demo_command="sqllava demo                                  # the committed checkpoint\n"
-        "sqllava demo --retrain                        # retrain it first (~10-20 min on 2 CPU cores)\n"
+        "sqllava demo --retrain                        # retrain it first (~20 min on 2 CPU cores)\n"
         "python -m transformers_sqllava.demo.train --output-dir my-demo   # train only",
     )
     card.save(output_dir / "README.md")
