@@ -55,7 +55,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import build_llama_style_tokenizer  # noqa: E402
 
-from transformers_sqllava import SQLlavaImageProcessor, SQLlavaProcessor  # noqa: E402
+from transformers_sqllava import SQLlavaImageProcessor, SQLlavaProcessor, add_sqllava_tokens  # noqa: E402
 from transformers_sqllava.training import SQLlavaSelfQuestioningCollator  # noqa: E402
 
 QUESTIONS = [
@@ -98,7 +98,9 @@ def make_rows(num_rows: int, rounds: int, with_image: bool, image_size=(640, 480
 
 def build_processor() -> SQLlavaProcessor:
     # The real model's image processing: 336 px, pad to square, 576 image tokens.
-    return SQLlavaProcessor(SQLlavaImageProcessor(), build_llama_style_tokenizer(), image_seq_length=576)
+    tokenizer = build_llama_style_tokenizer()
+    add_sqllava_tokens(tokenizer)
+    return SQLlavaProcessor(SQLlavaImageProcessor(), tokenizer, image_seq_length=576)
 
 
 def collators(processor) -> dict:

@@ -5,6 +5,7 @@ from conftest import tiny_processor
 from jinja2.exceptions import TemplateError
 
 from transformers_sqllava import SYSTEM_PROMPT_V1, SYSTEM_PROMPT_V1_SQ, build_chat_template
+from transformers_sqllava.training import conversation_segments
 
 # Copied verbatim from sqllava-reference.md §3.2 (v1_sq keeps the reference's missing space, "questions.Also").
 REFERENCE_V1 = (
@@ -145,6 +146,6 @@ def test_images_first_false_keeps_the_block_order_and_the_segments_agree(process
     image_first = [{"role": "user", "content": IMAGE_QUESTION}]
     assert processor.apply_chat_template(image_first, images_first=False) == processor.apply_chat_template(image_first)
     for images_first in (True, False):
-        segments = processor.conversation_segments(question_then_image, "v1_sq", images_first=images_first)
+        segments = conversation_segments(processor, question_then_image, "v1_sq", images_first=images_first)
         expected = processor.apply_chat_template(question_then_image, system_prompt="v1_sq", images_first=images_first)
         assert "".join(text for text, _, _ in segments) == expected

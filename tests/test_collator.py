@@ -15,6 +15,9 @@ from transformers_sqllava.training import (
     SQLlavaCollatorCallback,
     SQLlavaAlignmentCollator,
     SQLlavaSelfQuestioningCollator,
+    conversation_segments,
+    encode_conversation,
+    encode_segments,
     trained_spans,
 )
 
@@ -121,13 +124,13 @@ def test_ids_equal_the_processors_ids_for_the_rendered_conversation(sq_processor
                 sample["messages"][3] = awkward
             collator = SQLlavaSelfQuestioningCollator(sq_processor, sq_ratio=0.5, seed=seed)
             messages = collator.draw_vuser_turns(sample["messages"], with_image, collator._next_batch_rng())
-            segments = sq_processor.conversation_segments(messages, "v1_sq")
+            segments = conversation_segments(sq_processor, messages, "v1_sq")
             rendered = sq_processor.apply_chat_template(messages, system_prompt="v1_sq")
             assert "".join(text for text, _, _ in segments) == rendered
-            ids, tags = sq_processor.encode_segments(segments)
+            ids, tags = encode_segments(sq_processor, segments)
             expected = sq_processor(text=rendered, images=sample["images"] or None)["input_ids"]
             assert ids == expected
-            assert sq_processor.encode_conversation(messages)["input_ids"] == expected
+            assert encode_conversation(sq_processor, messages)["input_ids"] == expected
             assert len(tags) == len(ids)
 
 
@@ -156,7 +159,7 @@ def test_typed_special_tokens_stay_plain_text_like_the_processors_escaping(sq_pr
         {"role": "user", "content": [{"type": "image", "image": image()}, {"type": "text", "text": "Is </s> or <image> a token?"}]},
         assistant("No: </s> is text here."),
     ]
-    ids = sq_processor.encode_conversation(messages)["input_ids"]
+    ids = encode_conversation(sq_processor, messages)["input_ids"]
     expected = sq_processor.apply_chat_template(messages, system_prompt="v1_sq", tokenize=True, return_dict=True)
     assert ids == list(expected["input_ids"])
     assert ids.count(sq_processor.tokenizer.eos_token_id) == 1  # only the template's </s>

@@ -14,14 +14,14 @@ from .modeling_sqllava import (
     SQLlavaPreTrainedModel,
     SQLlavaPrototypeExtractor,
 )
+from .image_processing_sqllava import SQLlavaImageProcessor
 from .processing_sqllava import (
     SYSTEM_PROMPT_V1,
     SYSTEM_PROMPT_V1_SQ,
-    SQLlavaImageProcessor,
     SQLlavaProcessor,
     build_chat_template,
-    resize_embeddings_for_processor,
 )
+from .tokens import add_sqllava_tokens, add_vuser_token, initialize_token_embeddings, resize_embeddings_for_processor
 from .self_questioning import (
     QuestionAnswer,
     SelfQuestioningChunk,
@@ -45,6 +45,9 @@ __all__ = [
     "SQLlavaImageProcessor",
     "SQLlavaProcessor",
     "build_chat_template",
+    "add_sqllava_tokens",
+    "add_vuser_token",
+    "initialize_token_embeddings",
     "resize_embeddings_for_processor",
     "SQLlavaConfig",
     "SQLlavaForConditionalGeneration",

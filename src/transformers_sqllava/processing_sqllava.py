@@ -27,17 +27,13 @@ What has to match the reference (sqllava-reference.md):
 import json
 import os
 import re
-from collections.abc import Iterable
 
-import numpy as np
-import PIL.Image
-import torch
-from transformers import AddedToken
 from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import make_flat_list_of_images
-from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
 from transformers.processing_utils import ProcessingKwargs, ProcessorMixin
 from transformers.utils import logging
+
+from .image_processing_sqllava import CLIP_MEAN_COLOUR, SQLlavaImageProcessor  # noqa: F401  TEMPORARY re-export during the redesign
 
 # transformers' `sanitize_control_tokens` machinery: `mark_control_tokens` wraps each control token typed inside a
 # message in two private-use characters, so the tokenisation step can encode it as text. We reuse its markers.
@@ -68,127 +64,11 @@ SYSTEM_PROMPTS = {"v1": SYSTEM_PROMPT_V1, "v1_sq": SYSTEM_PROMPT_V1_SQ}
 ORIGINAL_VUSER_MARKER = "VUSER"
 NATIVE_VUSER_TOKEN = "[vusr]"
 
-# Reference §4.2: `expand2square` fills with tuple(int(m * 255) for m in image_mean).
-CLIP_MEAN_COLOUR = (122, 116, 104)
-
-
-# The template, with the processor's defaults substituted by `build_chat_template`. Each `raise_exception` says what is
-# wrong with the conversation and how to fix it.
-_CHAT_TEMPLATE = """\
-{#- SQ-LLaVA: Vicuna v1 with a virtual user ("vuser"), sqllava-reference.md section 3.2. -#}
-{%- set vuser_marker = vuser_token | default(__DEFAULT_VUSER_TOKEN__) -%}
-{%- set image_marker = image_token | default("<image>") -%}
-{%- set end_of_turn = eos_token | default("</s>") -%}
-{%- set gen_role = generation_role | default("assistant") -%}
-{%- if not messages -%}
-    {{- raise_exception("The conversation is empty: give at least one user message.") -}}
-{%- endif -%}
-{#- The system message: an explicit first message, or one of the reference's two prompts. -#}
-{%- if messages[0]["role"] == "system" -%}
-    {%- if system_prompt is defined -%}
-        {{- raise_exception("The conversation starts with a system message and `system_prompt` was also given: drop one of them.") -}}
-    {%- endif -%}
-    {%- if messages[0]["content"] is string -%}
-        {%- set system_message = messages[0]["content"] -%}
-    {%- else -%}
-        {%- if messages[0]["content"] | selectattr("type", "ne", "text") | list -%}
-            {{- raise_exception("The system message can only hold text: put images in a user message.") -}}
-        {%- endif -%}
-        {%- set system_message = messages[0]["content"] | map(attribute="text") | join(" ") -%}
-    {%- endif -%}
-    {%- set loop_messages = messages[1:] -%}
-    {%- set first_index = 1 -%}
-{%- else -%}
-    {%- set prompt_name = system_prompt | default("v1") -%}
-    {%- if prompt_name == "v1" -%}
-        {%- set system_message = __SYSTEM_PROMPT_V1__ -%}
-    {%- elif prompt_name == "v1_sq" -%}
-        {%- set system_message = __SYSTEM_PROMPT_V1_SQ__ -%}
-    {%- else -%}
-        {{- raise_exception("`system_prompt` must be \\"v1\\" (answering, benchmarks) or \\"v1_sq\\" (self-questioning, training), got \\"" ~ prompt_name ~ "\\". For another system prompt, start the conversation with a system message.") -}}
-    {%- endif -%}
-    {%- set loop_messages = messages -%}
-    {%- set first_index = 0 -%}
-{%- endif -%}
-{%- if not loop_messages -%}
-    {{- raise_exception("The conversation has no user message after the system message.") -}}
-{%- endif -%}
-{{- system_message + " " -}}
-{%- for message in loop_messages -%}
-    {%- set role = message["role"] -%}
-    {%- set where = "message " ~ (loop.index0 + first_index) ~ " (role \\"" ~ role ~ "\\")" -%}
-    {%- if role not in ["user", "assistant", "vuser", "system"] -%}
-        {{- raise_exception("Unknown role in " ~ where ~ ": SQ-LLaVA roles are \\"system\\", \\"user\\", \\"assistant\\" and \\"vuser\\".") -}}
-    {%- elif role == "system" -%}
-        {{- raise_exception("A system message can only be the first message, but " ~ where ~ " is one.") -}}
-    {%- elif loop.index0 % 2 == 0 and role == "assistant" -%}
-        {{- raise_exception("Turns must alternate user/assistant starting with a user turn, but " ~ where ~ (" comes first." if loop.first else " follows another assistant turn.") ~ " Insert the missing user turn or merge the assistant turns.") -}}
-    {%- elif loop.index0 % 2 == 1 and role != "assistant" -%}
-        {{- raise_exception("Turns must alternate user/assistant, but " ~ where ~ " follows a \\"" ~ loop.previtem["role"] ~ "\\" turn. Insert the assistant answer between them or merge the two turns.") -}}
-    {%- elif role == "vuser" and loop.first -%}
-        {{- raise_exception("A vuser turn asks about the conversation so far, so it must follow an assistant turn, but " ~ where ~ " comes first. Start with a user turn.") -}}
-    {%- endif -%}
-    {%- if message["content"] is not defined -%}
-        {{- raise_exception(where ~ " has no content.") -}}
-    {%- elif message["content"] is string -%}
-        {%- set text = message["content"] -%}
-    {%- else -%}
-        {#- By default all images first, each followed by a newline, then the text: the reference's
-            preprocess_multimodal. With images_first=false the blocks keep their order, an image separated from its
-            neighbours by newlines and texts by spaces ("Q\\n<image>"). -#}
-        {%- set parts = namespace(images="", texts=[], ordered="", previous="") -%}
-        {%- for block in message["content"] -%}
-            {%- if block["type"] == "image" -%}
-                {%- if role != "user" -%}
-                    {{- raise_exception("Images go in user turns, but " ~ where ~ " has one.") -}}
-                {%- endif -%}
-                {%- set parts.images = parts.images + image_marker + "\\n" -%}
-                {%- set piece = image_marker -%}
-            {%- elif block["type"] == "text" -%}
-                {%- set parts.texts = parts.texts + [block["text"]] -%}
-                {%- set piece = block["text"] -%}
-            {%- else -%}
-                {{- raise_exception("Unsupported content type \\"" ~ block["type"] ~ "\\" in " ~ where ~ ": use \\"text\\" and \\"image\\" blocks.") -}}
-            {%- endif -%}
-            {%- if not loop.first -%}
-                {%- set parts.ordered = parts.ordered + (" " if block["type"] == "text" and parts.previous == "text" else "\\n") -%}
-            {%- endif -%}
-            {%- set parts.ordered = parts.ordered + piece -%}
-            {%- set parts.previous = block["type"] -%}
-        {%- endfor -%}
-        {%- if images_first | default(true) -%}
-            {%- set text = parts.images + parts.texts | join(" ") -%}
-        {%- else -%}
-            {%- set text = parts.ordered -%}
-        {%- endif -%}
-    {%- endif -%}
-    {%- if role == "user" -%}
-        {{- "USER: " + text -}}
-    {%- elif role == "vuser" -%}
-        {{- vuser_marker + ": " + text + end_of_turn -}}
-    {%- else -%}
-        {{- "ASSISTANT: " + text -}}
-    {%- endif -%}
-    {#- Vicuna v1 separators alternate by message index: " " after turns 0, 2, ..., "</s>" after turns 1, 3, ... -#}
-    {{- " " if loop.index0 % 2 == 0 else end_of_turn -}}
-{%- endfor -%}
-{%- if add_generation_prompt -%}
-    {%- set last_role = loop_messages[-1]["role"] -%}
-    {%- if gen_role == "assistant" -%}
-        {%- if last_role == "assistant" -%}
-            {{- raise_exception("The conversation ends with an assistant turn, so there is nothing to answer: add a user turn, or ask a question with generation_role=\\"vuser\\".") -}}
-        {%- endif -%}
-        {{- "ASSISTANT:" -}}
-    {%- elif gen_role == "vuser" -%}
-        {%- if last_role != "assistant" -%}
-            {{- raise_exception("A vuser question follows an assistant turn, but the conversation ends with a \\"" ~ last_role ~ "\\" turn: generate the answer first (generation_role=\\"assistant\\").") -}}
-        {%- endif -%}
-        {{- vuser_marker + ":" -}}
-    {%- else -%}
-        {{- raise_exception("generation_role must be \\"assistant\\" (answer) or \\"vuser\\" (ask a question), got \\"" ~ gen_role ~ "\\".") -}}
-    {%- endif -%}
-{%- endif -%}
-"""
+# The template ships beside this file and is what `save_pretrained` writes as `chat_template.jinja`. Its one default
+# that varies, the vuser marker for runtimes that render it without passing `vuser_token`, is set by
+# `build_chat_template`.
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
+_DEFAULT_VUSER_MARKER = 'vuser_token | default("[vusr]")'
 
 
 def build_chat_template(vuser_token: str = NATIVE_VUSER_TOKEN) -> str:
@@ -218,60 +98,16 @@ def build_chat_template(vuser_token: str = NATIVE_VUSER_TOKEN) -> str:
     Returns:
         `str`: the template.
     """
-    return (
-        _CHAT_TEMPLATE.replace("__DEFAULT_VUSER_TOKEN__", json.dumps(vuser_token))
-        .replace("__SYSTEM_PROMPT_V1__", json.dumps(SYSTEM_PROMPT_V1))
-        .replace("__SYSTEM_PROMPT_V1_SQ__", json.dumps(SYSTEM_PROMPT_V1_SQ))
-    )
-
-
-class SQLlavaImageProcessor(LlavaImageProcessorPil):
-    r"""
-    SQ-LLaVA's image processor (PIL/NumPy backend, no torchvision): the reference's `expand2square`, then CLIP
-    preprocessing at 336 px (sqllava-reference.md §4.2).
-
-    It is LLaVA's PIL image processor, whose `do_pad` pads to a square with `int(255 * image_mean)` (the CLIP mean
-    colour (122, 116, 104)) and the image centred at offset `(max - size) // 2`, exactly as `expand2square`, with two
-    changes:
-
-    - the defaults are the reference's: 336 px, and `do_pad=True` (stage 2, `image_aspect_ratio="pad"`). Stage-1
-      training (and the reference's self-questioning demo) does not pad: pass `do_pad=False`;
-    - colour conversion is PIL's `image.convert("RGB")`, as the reference's `Image.open(path).convert("RGB")`: alpha is
-      dropped, not composited onto white (transformers' default), so RGBA, grayscale, palette and CMYK images give
-      the same pixels as their RGB conversion. File paths are opened with `PIL.Image.open`, without transformers' EXIF
-      rotation, for the same reason.
-
-    Args:
-        do_pad (`bool`, *optional*, defaults to `True`):
-            Pad the image to a square with the CLIP mean colour before resizing (reference `image_aspect_ratio="pad"`).
-        size (`dict[str, int]`, *optional*, defaults to `{"shortest_edge": 336}`):
-            Resize the shortest edge to this size (bicubic).
-        crop_size (`dict[str, int]`, *optional*, defaults to `{"height": 336, "width": 336}`):
-            Centre crop to this size.
-        **kwargs:
-            Every other argument of [`~transformers.LlavaImageProcessorPil`] (`image_mean`, `image_std`, ...).
-    """
-
-    size = {"shortest_edge": 336}
-    crop_size = {"height": 336, "width": 336}
-    do_pad = True
-
-    def fetch_images(self, image_url_or_urls):
-        # Reference §4.2 opens files with `Image.open(...)`: no EXIF transpose (transformers' `load_image` does one).
-        if isinstance(image_url_or_urls, (str, os.PathLike)) and os.path.isfile(image_url_or_urls):
-            image = PIL.Image.open(image_url_or_urls)
-            image.load()
-            return image
-        if isinstance(image_url_or_urls, (list, tuple)):
-            return [self.fetch_images(entry) for entry in image_url_or_urls]
-        return super().fetch_images(image_url_or_urls)
-
-    def convert_to_rgb(self, image, input_data_format=None) -> np.ndarray:
-        if isinstance(image, PIL.Image.Image):
-            # PIL's conversion, as the reference's `.convert("RGB")`: RGBA and LA drop alpha, P uses its palette,
-            # CMYK and L convert with PIL's formulas.
-            return np.array(image.convert("RGB"))
-        return super().convert_to_rgb(image, input_data_format=input_data_format)
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), CHAT_TEMPLATE_FILE)
+    if not os.path.isfile(path):
+        # Remote code: the Hub folder's own `chat_template.jinja` is loaded by `from_pretrained` instead.
+        raise FileNotFoundError(
+            f"SQ-LLaVA's chat template {CHAT_TEMPLATE_FILE} is not beside {__file__}: install transformers-sqllava, "
+            "or load the processor from a saved folder (which holds the template)."
+        )
+    with open(path, encoding="utf-8") as template_file:
+        template = template_file.read()
+    return template.replace(_DEFAULT_VUSER_MARKER, f"vuser_token | default({json.dumps(vuser_token)})")
 
 
 class SQLlavaProcessor(ProcessorMixin):
@@ -293,8 +129,9 @@ class SQLlavaProcessor(ProcessorMixin):
     [`~SQLlavaProcessor.apply_chat_template`] renders conversations with the roles `system`, `user`, `assistant` and
     `vuser` (the virtual user), exactly as the reference's Vicuna v1 / v1_sq templates.
 
-    If the tokenizer lacks the image token, a pad token, or a special vuser marker, they are added (as special tokens)
-    when the processor is built: call [`resize_embeddings_for_processor`] once on the model afterwards.
+    The tokenizer must already have the image token, a pad token and a special vuser marker (a converted or saved
+    checkpoint's does); for a fresh Vicuna tokenizer call [`~transformers_sqllava.add_sqllava_tokens`] first, and
+    [`~transformers_sqllava.resize_embeddings_for_processor`] on the model afterwards.
 
     Args:
         image_processor ([`SQLlavaImageProcessor`], *optional*):
@@ -334,7 +171,7 @@ class SQLlavaProcessor(ProcessorMixin):
         self.image_token = image_token
         self.image_seq_length = image_seq_length
         self.vuser_token = vuser_token
-        self.added_tokens = self._add_missing_tokens(tokenizer)
+        self._check_vocabulary(tokenizer)
         self.image_token_id = tokenizer.convert_tokens_to_ids(image_token)
         if chat_template is None:
             chat_template = build_chat_template(vuser_token)
@@ -348,26 +185,22 @@ class SQLlavaProcessor(ProcessorMixin):
                 "that tokenises prompts without the processor."
             )
 
-    def _add_missing_tokens(self, tokenizer) -> list[str]:
-        # As transformers' LLaVA conversion: `<image>` and `<pad>` are added special tokens (ids 32000 and 32001 for
-        # Vicuna, the layout of `SQLlavaConfig`), then a native vuser marker.
-        added = []
+    def _check_vocabulary(self, tokenizer):
+        # The processor never changes a tokenizer (set-up code does, as transformers' LLaVA conversion script).
         vocab = tokenizer.get_vocab()
-        if self.image_token not in vocab:
-            tokenizer.add_tokens([AddedToken(self.image_token, special=True, normalized=False)], special_tokens=True)
-            added.append(self.image_token)
+        missing = [token for token in (self.image_token, self.vuser_token) if token not in vocab]
+        if self.vuser_token == ORIGINAL_VUSER_MARKER and ORIGINAL_VUSER_MARKER in missing:
+            missing.remove(ORIGINAL_VUSER_MARKER)  # plain text, as the release learned it
         if tokenizer.pad_token is None:
-            tokenizer.add_special_tokens({"pad_token": AddedToken("<pad>", special=True, normalized=False)})
-            added.append("<pad>")
-        if self.vuser_token != ORIGINAL_VUSER_MARKER and self.vuser_token not in vocab:
-            tokenizer.add_tokens([AddedToken(self.vuser_token, special=True, normalized=False)], special_tokens=True)
-            added.append(self.vuser_token)
-        if added:
-            logger.warning(
-                f"Added {added} to the tokenizer (now {len(tokenizer)} tokens). Call "
-                "`resize_embeddings_for_processor(model, processor)` so the model's embeddings have rows for them."
+            missing.append("a pad token")
+        if missing:
+            listed = " and ".join([", ".join(missing[:-1]), missing[-1]] if len(missing) > 1 else missing)
+            raise ValueError(
+                f"The tokenizer has no {listed}, which SQ-LLaVA's prompts need. Set it up first: "
+                f"`transformers_sqllava.add_sqllava_tokens(tokenizer, image_token={self.image_token!r}, "
+                f"vuser_token={self.vuser_token!r})`, then, once the processor is built, "
+                "`resize_embeddings_for_processor(model, processor)` gives the model rows for the new tokens."
             )
-        return added
 
     @staticmethod
     def _find_sentencepiece_model(tokenizer):
@@ -382,6 +215,11 @@ class SQLlavaProcessor(ProcessorMixin):
             pieces = backend.pre_tokenizer.pre_tokenize_str(probe)
             probe = pieces[0][0] if len(pieces) == 1 else None
         return backend.model if probe == "▁a▁b" else None
+
+    @property
+    def encodes_continuations(self) -> bool:
+        """Whether `encode_chunk(..., continuation=True)` works: the tokenizer has a sentencepiece-style backend."""
+        return self._sentencepiece_model is not None
 
     @property
     def control_tokens(self) -> list[str]:
@@ -498,20 +336,20 @@ class SQLlavaProcessor(ProcessorMixin):
             if marked and match.group(0)[0] in (_CONTROL_TOKEN_START, _CONTROL_TOKEN_END):
                 chunk += match.group(1) or ""  # a token typed in a message: plain text, part of the chunk
                 continue
-            ids += self._encode_chunk(chunk)
+            ids += self.encode_chunk(chunk)
             chunk = ""
             if match.group(0) == self.image_token:
                 ids += [self.image_token_id] * self.image_seq_length
             else:
                 ids.append(self.tokenizer.convert_tokens_to_ids(match.group(0)))
-        ids += self._encode_chunk(chunk + text[position:])
+        ids += self.encode_chunk(chunk + text[position:])
         return ids
 
-    def _encode_chunk(self, chunk: str, continuation: bool = False, control_ids: set[int] | None = None) -> list[int]:
+    def encode_chunk(self, chunk: str, continuation: bool = False, control_ids: set[int] | None = None) -> list[int]:
         """Encode text between two structure tokens as plain text, with sentencepiece's dummy prefix.
 
-        `continuation=True` (sentencepiece backends only) encodes text that continues a chunk, without the dummy
-        prefix, for `encode_segments`. `control_ids` saves recomputing the special ids on every call.
+        `continuation=True` (sentencepiece backends only, see `encodes_continuations`) encodes text that continues a
+        chunk, without the dummy prefix: the training labels encode a chunk run by run with it. `control_ids` saves recomputing the special ids on every call.
         """
         if not chunk:
             return []  # the reference's `tokenizer("")` gives only the BOS it then drops
@@ -529,207 +367,6 @@ class SQLlavaProcessor(ProcessorMixin):
         if control_ids.intersection(ids):
             raise ValueError(f"Cannot encode {chunk!r} as plain text: the tokenizer turns it into a special token.")
         return ids
-
-    # ------------------------------------------------------------------------------------------------------------
-    # Training: the conversation as (text, trained-role) segments, tokenised once, labels from the structure.
-    # The reference derives its labels from token-length arithmetic that silently masks whole samples under other
-    # tokenizer versions (sqllava-reference.md §3.1, §4.6); here the template itself says which text is trained.
-    # ------------------------------------------------------------------------------------------------------------
-
-    def conversation_segments(
-        self, messages: list[dict], system_prompt: str | None = None, images_first: bool = True
-    ) -> list[tuple[str, str | None, bool]]:
-        r"""
-        The chat template's rendering of `messages` (with `add_generation_prompt=False`) as segments
-        `(text, trained_role, is_template)`, in order, whose texts join to exactly
-        `apply_chat_template(messages, system_prompt=system_prompt)`.
-
-        - `trained_role` is `"assistant"` for an answer (the space after `ASSISTANT:`, the text and its `</s>`),
-          `"vuser"` for a virtual-user question (the space after `VUSER:`, the text and its `</s>`), `None` for the
-          rest: system prompt, role markers, user turns, images and separators (reference §4.6);
-        - `is_template` is `True` for text the template writes (special tokens in it are structure) and `False` for
-          message text (always plain text: a typed `</s>` cannot end a turn).
-
-        With `images_first=False` a user turn's image and text blocks keep their order, as the template variable of the
-        same name renders them (`"USER: Q\\n<image> "`); by default the images come first (`"USER: <image>\\nQ "`).
-
-        Raises `ValueError` for the conversations the template rejects (roles, order, images outside user turns).
-        """
-        if not messages:
-            raise ValueError("The conversation is empty: give at least one user message.")
-
-        def content_text(message: dict, where: str) -> tuple[int, str]:
-            content = message.get("content")
-            if content is None:
-                raise ValueError(f"{where} has no content.")
-            if isinstance(content, str):
-                return 0, content
-            num_images, texts = 0, []
-            for block in content:
-                if block.get("type") == "image":
-                    num_images += 1
-                elif block.get("type") == "text":
-                    texts.append(block["text"])
-                else:
-                    raise ValueError(
-                        f"Unsupported content type {block.get('type')!r} in {where}: use text and image blocks."
-                    )
-            return num_images, " ".join(texts)
-
-        if messages[0]["role"] == "system":
-            if system_prompt is not None:
-                raise ValueError("The conversation starts with a system message and `system_prompt` was also given.")
-            num_images, system_message = content_text(messages[0], "message 0 (role 'system')")
-            if num_images:
-                raise ValueError("The system message can only hold text: put images in a user message.")
-            loop_messages, first_index = messages[1:], 1
-        else:
-            if (system_prompt or "v1") not in SYSTEM_PROMPTS:
-                raise ValueError(f"`system_prompt` must be 'v1' or 'v1_sq', got {system_prompt!r}.")
-            system_message, loop_messages, first_index = SYSTEM_PROMPTS[system_prompt or "v1"], messages, 0
-        if not loop_messages:
-            raise ValueError("The conversation has no user message after the system message.")
-
-        eos = self.tokenizer.eos_token or "</s>"
-        segments = [(system_message, None, False), (" ", None, True)]
-        for index, message in enumerate(loop_messages):
-            role = message.get("role")
-            where = f"message {index + first_index} (role {role!r})"
-            if role not in ("user", "assistant", "vuser"):
-                raise ValueError(f"Unexpected role in {where}: turns are 'user', 'vuser' and 'assistant'.")
-            if (index % 2 == 1) != (role == "assistant"):
-                raise ValueError(f"Turns must alternate user-or-vuser / assistant starting with a user turn: {where}.")
-            if role == "vuser" and index == 0:
-                raise ValueError(f"A vuser turn must follow an assistant turn, but {where} comes first.")
-            num_images, text = content_text(message, where)
-            if num_images and role != "user":
-                raise ValueError(f"Images go in user turns, but {where} has one.")
-            if role == "user" and not images_first and not isinstance(message["content"], str):
-                segments.append(("USER: ", None, True))
-                previous = None
-                for block in message["content"]:  # validated by content_text
-                    if previous is not None:
-                        separator = " " if block["type"] == "text" and previous == "text" else "\n"
-                        segments.append((separator, None, True))
-                    if block["type"] == "image":
-                        segments.append((self.image_token, None, True))
-                    else:
-                        segments.append((block["text"], None, False))
-                    previous = block["type"]
-                segments.append((" ", None, True))
-            elif role == "user":
-                segments.append(("USER: " + (self.image_token + "\n") * num_images, None, True))
-                segments += [(text, None, False), (" ", None, True)]
-            else:
-                # "ASSISTANT:" / "VUSER:" are masked; the space after the colon starts the trained text, as in the
-                # reference, where the answer's first piece "▁word" carries that space (§4.6).
-                marker = "ASSISTANT" if role == "assistant" else self.vuser_token
-                segments += [(marker + ":", None, True), (" ", role, True), (text, role, False), (eos, role, True)]
-                if role == "vuser":
-                    segments.append((" ", None, True))  # the even-index separator after "question</s>" (§3.2)
-        return segments
-
-    def encode_segments(
-        self, segments: list[tuple[str, str | None, bool]], add_special_tokens: bool = True
-    ) -> tuple[list[int], list[str | None]]:
-        r"""
-        Tokenise `(text, tag, is_template)` segments exactly as [`~SQLlavaProcessor.__call__`] tokenises their
-        concatenation (for message text without special tokens; message text is always encoded as plain text, like
-        `apply_chat_template(..., tokenize=True)` does) and give every token its segment's `tag`.
-
-        Special tokens in template text split the text into chunks (reference §3.4). Within a chunk, the run of
-        segments sharing a tag is encoded as one string: the first run of a chunk with sentencepiece's dummy prefix,
-        a later run as a continuation without it, so the runs' ids concatenate to the chunk's ids (the runs meet
-        before a space, where Llama's pieces never merge). Tokenizers without a sentencepiece-style backend encode each
-        chunk whole and place the boundaries by encoding the chunk's prefixes; a boundary inside a token raises.
-
-        Returns:
-            `tuple[list[int], list]`: the ids (one BOS first with `add_special_tokens`, each image expanded to
-            `image_seq_length` image tokens) and one tag per id (the BOS and image tokens take their segment's tag).
-        """
-        control_tokens = self.control_tokens
-        control_ids = {self.tokenizer.convert_tokens_to_ids(token) for token in control_tokens}
-        control_pattern = re.compile("(" + "|".join(re.escape(token) for token in control_tokens) + ")")
-        ids: list[int] = []
-        tags: list[str | None] = []
-        if add_special_tokens and self.tokenizer.bos_token_id is not None:
-            ids.append(self.tokenizer.bos_token_id)
-            tags.append(segments[0][1] if segments else None)
-        runs: list[list] = []  # [text, tag] runs of the current chunk
-
-        def flush():
-            if self._sentencepiece_model is not None:
-                for position, (text, tag) in enumerate(runs):
-                    run_ids = self._encode_chunk(text, continuation=position > 0, control_ids=control_ids)
-                    ids.extend(run_ids)
-                    tags.extend([tag] * len(run_ids))
-            elif runs:
-                chunk_ids = self._encode_chunk("".join(text for text, _ in runs), control_ids=control_ids)
-                start, prefix = 0, ""
-                for position, (text, tag) in enumerate(runs):
-                    prefix += text
-                    end = len(chunk_ids)
-                    if position < len(runs) - 1:
-                        prefix_ids = self._encode_chunk(prefix, control_ids=control_ids)
-                        end = len(prefix_ids)
-                        if chunk_ids[:end] != prefix_ids:
-                            raise ValueError(f"A token spans the boundary after {prefix!r}: cannot split its labels.")
-                    ids.extend(chunk_ids[start:end])
-                    tags.extend([tag] * (end - start))
-                    start = end
-            runs.clear()
-
-        for text, tag, is_template in segments:
-            pieces = control_pattern.split(text) if is_template else [text]
-            for number, piece in enumerate(pieces):
-                if number % 2 == 1:  # a special token written by the template: structure
-                    flush()
-                    count = self.image_seq_length if piece == self.image_token else 1
-                    ids.extend([self.tokenizer.convert_tokens_to_ids(piece)] * count)
-                    tags.extend([tag] * count)
-                elif piece:
-                    if runs and runs[-1][1] == tag:
-                        runs[-1][0] += piece
-                    else:
-                        runs.append([piece, tag])
-        flush()
-        return ids, tags
-
-    def encode_conversation(
-        self,
-        messages: list[dict],
-        system_prompt: str | None = "v1_sq",
-        add_special_tokens: bool = True,
-        images_first: bool = True,
-    ) -> dict[str, list[int]]:
-        r"""
-        Token ids and training labels of one conversation (reference §4.6): answers + `</s>` and vuser questions +
-        `</s>` keep their ids, everything else (BOS, system prompt, role markers, user turns, image tokens) is -100.
-
-        Example:
-
-        ```python
-        >>> encoded = processor.encode_conversation(messages)  # v1_sq system prompt, as training stage 2
-        >>> sorted(encoded)
-        ['input_ids', 'labels']
-        ```
-
-        Args:
-            messages (`list[dict]`):
-                The conversation (roles `system`, `user`, `assistant`, `vuser`), as for `apply_chat_template`.
-            system_prompt (`str`, *optional*, defaults to `"v1_sq"`):
-                The system prompt when the conversation has none: training uses `"v1_sq"` for every sample (§3.3).
-            add_special_tokens (`bool`, *optional*, defaults to `True`):
-                Start with BOS.
-            images_first (`bool`, *optional*, defaults to `True`):
-                Put a user turn's images before its text (the reference); `False` keeps the content blocks' order.
-
-        Returns:
-            `dict` with `input_ids` and `labels` (`list[int]`, same length).
-        """
-        segments = self.conversation_segments(messages, system_prompt, images_first=images_first)
-        ids, tags = self.encode_segments(segments, add_special_tokens)
-        return {"input_ids": ids, "labels": [i if tag is not None else -100 for i, tag in zip(ids, tags)]}
 
     def apply_chat_template(
         self,
@@ -859,84 +496,13 @@ class SQLlavaProcessor(ProcessorMixin):
         return ["input_ids", "attention_mask", "pixel_values"]
 
 
-def initialize_token_embeddings(model, vocab_size: int, token_ids: Iterable[int] = ()) -> int:
-    r"""
-    Grow `model`'s input embeddings and LM head to at least `vocab_size` rows and set every new row, plus the rows of
-    `token_ids`, to the mean of the rows before the first of them (the tokens the model was trained on), as
-    transformers' LLaVA conversion script initialises added tokens (it adds noise of 1e-5 times the covariance; the
-    plain mean keeps the call deterministic). `token_ids` covers tokens that land in existing rows, e.g. LLaVA-1.5
-    checkpoints whose vocabulary is padded to a multiple of 64.
-
-    Returns:
-        `int`: the embedding size after the call (never shrunk).
-    """
-    old_size = model.get_input_embeddings().weight.shape[0]
-    new_rows = sorted(set(token_ids) | set(range(old_size, vocab_size)))
-    if not new_rows:
-        return old_size
-    trained_rows = min(new_rows)
-    means = [
-        None if embeddings is None else embeddings.weight.detach()[:trained_rows].mean(dim=0)
-        for embeddings in (model.get_input_embeddings(), model.get_output_embeddings())
-    ]
-    if vocab_size > old_size:
-        model.resize_token_embeddings(vocab_size, mean_resizing=False)
-    with torch.no_grad():
-        for embeddings, mean in zip((model.get_input_embeddings(), model.get_output_embeddings()), means):
-            if mean is not None:
-                embeddings.weight[new_rows] = mean
-    return model.get_input_embeddings().weight.shape[0]
-
-
-def resize_embeddings_for_processor(model, processor: SQLlavaProcessor, new_tokens: Iterable[str] = ()) -> int:
-    r"""
-    Give `model` embedding rows for every token of `processor.tokenizer`, after the processor added `<image>`,
-    `<pad>` or a native vuser token: the one call to make after building a processor for an existing model. New rows
-    of the input embeddings and of the LM head are the mean of the existing rows (see
-    [`initialize_token_embeddings`]). Also checks that the model's `image_token_id` and `image_seq_length` match the
-    processor's.
-
-    Args:
-        model ([`SQLlavaForConditionalGeneration`] or any model with `resize_token_embeddings`):
-            The model; resized in place.
-        processor ([`SQLlavaProcessor`]):
-            The processor whose tokenizer the model must cover.
-        new_tokens (`Iterable[str]`, *optional*):
-            Tokens the model has not been trained with whose ids fall inside its existing rows (a padded
-            vocabulary): their rows are re-initialised to the mean as well. Rows past the old size always are.
-
-    Returns:
-        `int`: the embedding size after the call (unchanged if it already covered the tokenizer; never shrunk).
-    """
-    config = model.config
-    if getattr(config, "image_seq_length", processor.image_seq_length) != processor.image_seq_length:
-        raise ValueError(
-            f"The processor expands each image into {processor.image_seq_length} tokens but the model expects "
-            f"{config.image_seq_length}: build the processor with `image_seq_length={config.image_seq_length}`."
-        )
-    image_token_id = getattr(config, "image_token_id", None)
-    if image_token_id is not None and image_token_id != processor.image_token_id:
-        raise ValueError(
-            f"The processor's {processor.image_token} has id {processor.image_token_id} but the model's "
-            f"`image_token_id` is {image_token_id}: set `model.config.image_token_id = {processor.image_token_id}` "
-            "(and `image_token_index`) or use the tokenizer the model was set up with."
-        )
-    token_ids = [processor.tokenizer.convert_tokens_to_ids(token) for token in new_tokens]
-    return initialize_token_embeddings(model, len(processor.tokenizer), token_ids)
-
-
-SQLlavaImageProcessor.register_for_auto_class("AutoImageProcessor")
 SQLlavaProcessor.register_for_auto_class()
 
 __all__ = [
-    "CLIP_MEAN_COLOUR",
     "NATIVE_VUSER_TOKEN",
     "ORIGINAL_VUSER_MARKER",
-    "SQLlavaImageProcessor",
     "SQLlavaProcessor",
     "SYSTEM_PROMPT_V1",
     "SYSTEM_PROMPT_V1_SQ",
     "build_chat_template",
-    "initialize_token_embeddings",
-    "resize_embeddings_for_processor",
 ]

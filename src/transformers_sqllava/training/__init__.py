@@ -1,13 +1,7 @@
 """Training SQ-LLaVA: LLaVA JSON data, the stage-1 and self-questioning collators, the two-stage recipe (projector alignment, LoRA on LLM and ViT) and QLoRA."""
 
-from .collator import (
-    CollatorStats,
-    CollatorStatsCallback,
-    SQLlavaCollatorCallback,
-    SQLlavaAlignmentCollator,
-    SQLlavaSelfQuestioningCollator,
-    trained_spans,
-)
+from .collator import CollatorStats, SQLlavaAlignmentCollator, SQLlavaCollatorCallback, SQLlavaSelfQuestioningCollator
+from .labels import IGNORE_INDEX, Segment, conversation_segments, encode_conversation, encode_segments, trained_spans
 from .data import LlavaDatasetReport, SkippedSample, convert_llava_sample, load_llava_dataset
 from .recipe import (
     QLORA_SKIP_MODULES,
@@ -16,7 +10,6 @@ from .recipe import (
     STAGE2_TRAINING_DEFAULTS,
     SQLlavaOptimizerFactory,
     SQLlavaStage2Config,
-    add_vuser_token,
     llm_lora_target_regex,
     load_qlora_base,
     prepare_stage1,
@@ -36,7 +29,11 @@ from .recipe import (
 
 __all__ = [
     "CollatorStats",
-    "CollatorStatsCallback",
+    "IGNORE_INDEX",
+    "Segment",
+    "conversation_segments",
+    "encode_conversation",
+    "encode_segments",
     "SQLlavaCollatorCallback",
     "SQLlavaAlignmentCollator",
     "SQLlavaSelfQuestioningCollator",
@@ -49,7 +46,6 @@ __all__ = [
     "SQLlavaOptimizerFactory",
     "SQLlavaStage2Config",
     "SkippedSample",
-    "add_vuser_token",
     "convert_llava_sample",
     "llm_lora_target_regex",
     "load_llava_dataset",

@@ -26,7 +26,6 @@ import logging
 import math
 import os
 import random
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -34,9 +33,11 @@ import torch
 from transformers import TrainerCallback
 from transformers.data.data_collator import DataCollatorMixin
 
+from .labels import IGNORE_INDEX, Segment, conversation_segments, encode_segments
+
+
 logger = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100
 OverflowPolicy = Literal["raise", "skip", "truncate_text"]
 
 
@@ -104,21 +105,25 @@ class _SQLlavaCollatorBase(DataCollatorMixin):
         if self.return_tensors != "pt":
             raise ValueError(f"Only `return_tensors='pt'` is supported, got {self.return_tensors!r}.")
         tokenizer = getattr(self.processor, "tokenizer", None)
-        if tokenizer is None or not hasattr(self.processor, "encode_segments"):
+        if tokenizer is None or not hasattr(self.processor, "encode_chunk"):
             raise ValueError(
                 "The collator needs an `SQLlavaProcessor` (with its tokenizer), e.g. "
                 "`SQLlavaProcessor.from_pretrained(path)`; TRL's processing_class of the model works too."
             )
         if tokenizer.pad_token_id is None:
             raise ValueError(
-                "The tokenizer has no pad token: build the processor with `SQLlavaProcessor`, which adds one."
+                "The tokenizer has no pad token: set it up with `transformers_sqllava.add_sqllava_tokens(tokenizer)`."
             )
 
     # -- per sample -------------------------------------------------------------------------------------------------
 
-    def _encode(self, example: dict[str, Any], has_image: bool) -> tuple[list[int], list[str | None]]:
-        """Token ids of one sample and a tag per token: `None` (not trained), `"assistant"` or `"vuser"`."""
+    def _encode(self, example: dict[str, Any], has_image: bool, batch_rng: random.Random | None):
+        """Token ids of one sample and a role per token: `None` (not trained), `"assistant"` or `"vuser"`."""
         raise NotImplementedError
+
+    def _batch_rng(self) -> random.Random | None:
+        """The random draws shared by one batch's samples, if the collator draws any."""
+        return None
 
     def _fit(self, ids: list[int], tags: list, example: dict[str, Any]) -> tuple[list[int], list] | None:
         """Applies `max_length`; returns `None` for a skipped sample. Never cuts through the image tokens."""
@@ -154,9 +159,10 @@ class _SQLlavaCollatorBase(DataCollatorMixin):
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         tokenizer = self.processor.tokenizer
         sequences, images = [], []
+        batch_rng = self._batch_rng()
         for example in examples:
             example_images = self._images_of(example)
-            ids, tags = self._encode(example, has_image=bool(example_images))
+            ids, tags = self._encode(example, bool(example_images), batch_rng)
             fitted = self._fit(ids, tags, example)
             if fitted is None:
                 continue
@@ -213,7 +219,7 @@ class SQLlavaSelfQuestioningCollator(_SQLlavaCollatorBase):
     For every sample it draws which later user turns become questions the model learns to *ask* (`vuser` turns),
     renders the conversation with the training system prompt (`v1_sq`, for every sample, text-only ones included:
     §3.3), tokenises it once through the processor's chunk encoder and builds the labels from the conversation's
-    structure ([`SQLlavaProcessor.encode_segments`]): no token-length arithmetic, so no tokenizer version can shift
+    structure ([`~training.labels.encode_segments`]): no token-length arithmetic, so no tokenizer version can shift
     the masks (the reference's arithmetic silently masks whole samples with newer tokenizers, §3.1).
 
     Supervision (§4.6):
@@ -324,8 +330,8 @@ class SQLlavaSelfQuestioningCollator(_SQLlavaCollatorBase):
             raise ValueError(
                 f"`sq_ratio` is a probability in [0, 1] (0.5 in the released recipe), got {self.sq_ratio}."
             )
+        # Without the callback: one number per call from this stream (or torch's global RNG) seeds the batch.
         self._stream = random.Random(self.seed) if self.seed is not None else None
-        self._batch_rng = random.Random()
         self.epoch: int | None = None  # set by `set_epoch` (SQLlavaCollatorCallback): per-sample keyed draws
         self._epoch_seed = self.seed
 
@@ -339,8 +345,7 @@ class SQLlavaSelfQuestioningCollator(_SQLlavaCollatorBase):
         if key is None:  # no id: the sample's text identifies it
             key = hashlib.sha1(json.dumps(example.get("messages"), sort_keys=True, default=str).encode()).hexdigest()
         # A string seed is hashed with SHA-512: the same in every process, independent of PYTHONHASHSEED.
-        self._batch_rng.seed(f"sqllava-vuser|{self._epoch_seed}|{self.epoch}|{key}")
-        return self._batch_rng
+        return random.Random(f"sqllava-vuser|{self._epoch_seed}|{self.epoch}|{key}")
 
     def _next_batch_rng(self) -> random.Random:
         # One number from the stream per call (see "Determinism"), mixed with the rank and worker id so that copies
@@ -351,19 +356,18 @@ class SQLlavaSelfQuestioningCollator(_SQLlavaCollatorBase):
         else:
             base = self._stream.getrandbits(62)
         worker = torch.utils.data.get_worker_info()
-        self._batch_rng.seed(f"sqllava-{base}-{_process_rank()}-{worker.id if worker is not None else -1}")
-        return self._batch_rng
+        return random.Random(f"sqllava-{base}-{_process_rank()}-{worker.id if worker is not None else -1}")
 
-    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        self._rng = self._next_batch_rng() if self.epoch is None else None
-        return super().torch_call(examples)
+    def _batch_rng(self) -> random.Random | None:
+        # Keyed per-sample draws (under the callback) need no batch state.
+        return self._next_batch_rng() if self.epoch is None else None
 
     def draw_vuser_turns(self, messages: list[dict], has_image: bool, rng: random.Random | None = None) -> list[dict]:
         """
         The messages with each eligible user turn turned into a vuser turn with probability `sq_ratio` (a new list;
         the input is not modified). Eligible: a user turn after the first, in a sample with an image (§4.6).
         """
-        rng = rng or getattr(self, "_rng", None) or self._next_batch_rng()
+        rng = rng or self._next_batch_rng()
         if not has_image:
             return messages  # text-only samples are never changed (§4.6)
         result = []
@@ -380,7 +384,7 @@ class SQLlavaSelfQuestioningCollator(_SQLlavaCollatorBase):
             result.append(message)
         return result
 
-    def _encode(self, example: dict[str, Any], has_image: bool) -> tuple[list[int], list[str | None]]:
+    def _encode(self, example: dict[str, Any], has_image: bool, batch_rng: random.Random | None):
         messages = example.get("messages")
         if not messages:
             raise ValueError(
@@ -388,12 +392,11 @@ class SQLlavaSelfQuestioningCollator(_SQLlavaCollatorBase):
                 "format, e.g. from `load_llava_dataset`."
             )
         self.stats.num_given_vuser_turns += sum(message.get("role") == "vuser" for message in messages)
-        rng = self._rng if self.epoch is None else self._sample_rng(example)
-        messages = self.draw_vuser_turns(messages, has_image, rng)
+        messages = self.draw_vuser_turns(messages, has_image, batch_rng or self._sample_rng(example))
         has_system = messages[0].get("role") == "system"
         system_prompt = None if has_system else self.system_prompt
-        segments = self.processor.conversation_segments(messages, system_prompt, images_first=self.images_first)
-        return self.processor.encode_segments(segments)
+        segments = conversation_segments(self.processor, messages, system_prompt, images_first=self.images_first)
+        return encode_segments(self.processor, segments)
 
 
 @dataclass
@@ -429,7 +432,7 @@ class SQLlavaAlignmentCollator(_SQLlavaCollatorBase):
 
     pad_to_square: bool = False
 
-    def _encode(self, example: dict[str, Any], has_image: bool) -> tuple[list[int], list[str | None]]:
+    def _encode(self, example: dict[str, Any], has_image: bool, batch_rng: random.Random | None):
         messages = example.get("messages") or []
         sample_id = example.get("id", "?")
         roles = [message.get("role") for message in messages]
@@ -443,8 +446,8 @@ class SQLlavaAlignmentCollator(_SQLlavaCollatorBase):
         caption = content if isinstance(content, str) else " ".join(
             block["text"] for block in content if block.get("type") == "text"
         )
-        segments = [(self.processor.image_token, None, True), (caption + "\n", "assistant", False)]
-        return self.processor.encode_segments(segments)
+        segments = [Segment(self.processor.image_token, None, True), Segment(caption + "\n", "assistant", False)]
+        return encode_segments(self.processor, segments)
 
 
 class SQLlavaCollatorCallback(TrainerCallback):
@@ -479,29 +482,9 @@ class SQLlavaCollatorCallback(TrainerCallback):
             state.log_history[-1].update(entries)
 
 
-# The first name of the callback (it only logged the counts then); kept for code that imports it.
-CollatorStatsCallback = SQLlavaCollatorCallback
-
-
-def trained_spans(input_ids: Sequence[int], labels: Sequence[int]) -> list[list[int]]:
-    """The runs of consecutive trained positions (labels != -100) of one row, as lists of ids: for checking masks."""
-    spans, current = [], []
-    for token, label in zip(input_ids, labels):
-        if label != IGNORE_INDEX:
-            current.append(int(token))
-        elif current:
-            spans.append(current)
-            current = []
-    if current:
-        spans.append(current)
-    return spans
-
-
 __all__ = [
     "CollatorStats",
-    "CollatorStatsCallback",
     "SQLlavaCollatorCallback",
     "SQLlavaAlignmentCollator",
     "SQLlavaSelfQuestioningCollator",
-    "trained_spans",
 ]

@@ -42,11 +42,12 @@ from typing import Any, Literal
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from torch import nn
-from transformers import AddedToken, BitsAndBytesConfig, LlavaForConditionalGeneration, TrainingArguments
+from transformers import BitsAndBytesConfig, LlavaForConditionalGeneration, TrainingArguments
 
 from ..configuration_sqllava import SQLlavaConfig
 from ..modeling_sqllava import SQLlavaForConditionalGeneration, SQLlavaMultiModalProjector
-from ..processing_sqllava import NATIVE_VUSER_TOKEN, initialize_token_embeddings
+from ..processing_sqllava import NATIVE_VUSER_TOKEN
+from ..tokens import add_vuser_token
 
 logger = logging.getLogger(__name__)
 
@@ -499,23 +500,6 @@ def _get_tokenizer(processor_or_tokenizer):
     return getattr(processor_or_tokenizer, "tokenizer", processor_or_tokenizer)
 
 
-def add_vuser_token(model: nn.Module, tokenizer, vuser_token: str = NATIVE_VUSER_TOKEN) -> int:
-    """
-    Makes sure `tokenizer` has `vuser_token` as an added special token and `model` an embedding row for it whose input
-    embedding and LM-head row are the mean of the rows before it (the tokens the model was trained on). Grows the
-    embeddings when the token's id is past them (never shrinks them: LLaVA-1.5 checkpoints pad the vocabulary to a
-    multiple of 64, and the token may land in a padding row, which is then initialised too). Returns the token id.
-
-    The row is (re)initialised even when the tokenizer already had the token (e.g. `SQLlavaProcessor` adds it on
-    construction): call this only for a model that has not been trained with the token.
-    """
-    if vuser_token not in tokenizer.get_vocab():
-        tokenizer.add_tokens([AddedToken(vuser_token, special=True, normalized=False)], special_tokens=True)
-    token_id = tokenizer.convert_tokens_to_ids(vuser_token)
-    initialize_token_embeddings(model, len(tokenizer), [token_id])
-    return token_id
-
-
 def sqllava_config_from_llava(llava_config, **overrides) -> SQLlavaConfig:
     """An `SQLlavaConfig` with a LLaVA config's towers and settings; LLaVA's projector activation ("gelu") is kept."""
     kwargs = {
@@ -652,7 +636,6 @@ __all__ = [
     "STAGE2_TRAINING_DEFAULTS",
     "SQLlavaOptimizerFactory",
     "SQLlavaStage2Config",
-    "add_vuser_token",
     "llm_lora_target_regex",
     "load_qlora_base",
     "prepare_stage1",
