@@ -30,22 +30,12 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.models.auto import AutoModel
 from transformers.models.llava.modeling_llava import (
-    LlavaCausalLMOutputWithPast,
     LlavaForConditionalGeneration,
     LlavaModel,
-    LlavaModelOutputWithPast,
     LlavaPreTrainedModel,
 )
 
 from .configuration_sqllava import SQLlavaConfig
-
-
-class SQLlavaModelOutputWithPast(LlavaModelOutputWithPast):
-    pass
-
-
-class SQLlavaCausalLMOutputWithPast(LlavaCausalLMOutputWithPast):
-    pass
 
 
 class SQLlavaPreTrainedModel(LlavaPreTrainedModel):

@@ -110,6 +110,80 @@ def build_chat_template(vuser_token: str = NATIVE_VUSER_TOKEN) -> str:
     return template.replace(_DEFAULT_VUSER_MARKER, f"vuser_token | default({json.dumps(vuser_token)})")
 
 
+def _check_vocabulary(tokenizer, image_token: str, vuser_token: str):
+    # The processor never changes a tokenizer: set-up code does, as transformers' LLaVA conversion script does.
+    vocab = tokenizer.get_vocab()
+    missing = [token for token in (image_token, vuser_token) if token not in vocab and token != ORIGINAL_VUSER_MARKER]
+    if tokenizer.pad_token is None:
+        missing.append("a pad token")
+    if missing:
+        listed = " and ".join([", ".join(missing[:-1]), missing[-1]] if len(missing) > 1 else missing)
+        raise ValueError(
+            f"The tokenizer has no {listed}, which SQ-LLaVA's prompts need. Set it up first: "
+            f"`transformers_sqllava.add_sqllava_tokens(tokenizer, image_token={image_token!r}, "
+            f"vuser_token={vuser_token!r})`, then, once the processor is built, "
+            "`resize_embeddings_for_processor(model, processor)` gives the model rows for the new tokens."
+        )
+
+
+def _sentencepiece_model_of(tokenizer):
+    """The backend model of a Llama-style tokenizer (dummy prefix "▁", spaces as "▁"), else None."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    probe = "a b"
+    if backend.normalizer is not None:
+        probe = backend.normalizer.normalize_str(probe)
+    if backend.pre_tokenizer is not None:
+        pieces = backend.pre_tokenizer.pre_tokenize_str(probe)
+        probe = pieces[0][0] if len(pieces) == 1 else None
+    return backend.model if probe == "▁a▁b" else None
+
+
+def _check_image_count(texts: list[str], images: list | None, image_token: str, marked: bool):
+    # A marked `<image>` was typed inside a message: it is text, not a placeholder.
+    unmarked = [re.sub(f"{_CONTROL_TOKEN_START}.*?{_CONTROL_TOKEN_END}", "", sample) for sample in texts]
+    num_placeholders = sum(sample.count(image_token) for sample in (unmarked if marked else texts))
+    num_images = 0 if images is None else len(images)
+    if num_placeholders == num_images:
+        return
+    if num_images == 0:
+        raise ValueError(
+            f"The text has {num_placeholders} {image_token} placeholder(s) but no image was given. Pass one "
+            f"image per placeholder with `images=`, or remove the placeholders for a text-only prompt."
+        )
+    if num_placeholders == 0:
+        raise ValueError(
+            f"{num_images} image(s) were given but the text has no {image_token} placeholder. Put "
+            f"{image_token} where each image goes (the reference writes "
+            f"'USER: {image_token}\\nquestion'), "
+            'or use `apply_chat_template` with {"type": "image"} content blocks.'
+        )
+    raise ValueError(
+        f"The text has {num_placeholders} {image_token} placeholder(s) but {num_images} image(s) were given: "
+        f"pass exactly one image per placeholder, in the order the placeholders appear (across the batch)."
+    )
+
+
+def _reject_control_tokens(conversation, control_tokens: list[str]):
+    conversations = conversation if conversation and isinstance(conversation[0], (list, tuple)) else [conversation]
+    for messages in conversations:
+        for index, message in enumerate(messages):
+            content = message.get("content")
+            texts = [content] if isinstance(content, str) else [
+                block.get("text", "") for block in content or [] if isinstance(block, dict)
+            ]
+            for text in texts:
+                found = [token for token in control_tokens if isinstance(text, str) and token in text]
+                if found:
+                    raise ValueError(
+                        f"Message {index} ({message.get('role')!r}) contains {found[0]!r}, a special token of "
+                        "SQ-LLaVA's prompt format: in a rendered string it would act as structure (end a turn, "
+                        "add an image slot or a role). Use `apply_chat_template(..., tokenize=True)`, which "
+                        "encodes it as plain text, or remove it from the message."
+                    )
+
+
 class SQLlavaProcessor(ProcessorMixin):
     r"""
     Constructs an SQ-LLaVA processor: an [`SQLlavaImageProcessor`] (or any CLIP-style image processor) and a
@@ -119,12 +193,10 @@ class SQLlavaProcessor(ProcessorMixin):
 
     - every `<image>` in the text becomes `image_seq_length` copies of the image token (576 for the real model; the
       model scatters the projected image features there) and the images become `pixel_values`;
-    - the text is tokenised as the reference's `tokenizer_image_token` does (sqllava-reference.md §3.4): one BOS, and
-      every chunk of text between special tokens (`<image>`, `</s>`, ...) gets sentencepiece's dummy prefix "▁", as
-      the reference's slow `LlamaTokenizer` (legacy behaviour) gives it, so a converted checkpoint sees the ids it was
-      trained on. transformers 5's `LlamaTokenizer` gives a chunk that starts with a space (like `"</s> ASSISTANT:"`
-      after a vuser turn) one "▁" fewer, and with `legacy=False` drops the prefix after special tokens; the processor
-      encodes the chunks itself so neither changes its ids.
+    - the text is tokenised as the reference's `tokenizer_image_token` does (§3.4): one BOS, and every chunk of text
+      between special tokens (`<image>`, `</s>`, ...) gets sentencepiece's dummy prefix "▁", as the reference's slow
+      `LlamaTokenizer` gives it, so a converted checkpoint sees the ids it was trained on. The processor encodes the
+      chunks itself: transformers 5's `LlamaTokenizer` gives a chunk that starts with a space one "▁" fewer.
 
     [`~SQLlavaProcessor.apply_chat_template`] renders conversations with the roles `system`, `user`, `assistant` and
     `vuser` (the virtual user), exactly as the reference's Vicuna v1 / v1_sq templates.
@@ -141,15 +213,14 @@ class SQLlavaProcessor(ProcessorMixin):
         chat_template (`str`, *optional*):
             A Jinja template; defaults to [`build_chat_template`]`(vuser_token)`.
         image_token (`str`, *optional*, defaults to `"<image>"`):
-            The image placeholder in prompts; added to the tokenizer as a special token if missing.
+            The image placeholder in prompts, a special token of the tokenizer.
         image_seq_length (`int`, *optional*, defaults to 576):
             Image tokens per image. Must equal the model's `config.image_seq_length` (16 for the tiny test model).
         vuser_token (`str`, *optional*, defaults to `"[vusr]"`):
             The virtual user's role marker; a vuser turn renders as `"{vuser_token}: question</s> "`. Use `"VUSER"`
             for checkpoints converted from the original release: it stays plain text, as they learned it. Any other
-            marker is a special token, added to the tokenizer if missing; it keeps the colon (`"[vusr]:"`), so both
-            kinds of checkpoint share one template and a question prompt ends in `":"` for both. (With the dummy
-            prefix, `"[vusr]: Q"` tokenises as `[vusr]`, `"▁:"`-pieces, `"▁Q"`.)
+            marker must be a special token of the tokenizer; it keeps the colon (`"[vusr]:"`), so both kinds of
+            checkpoint share one template and a question prompt ends in `":"` for both.
     """
 
     valid_processor_kwargs = ProcessingKwargs
@@ -171,12 +242,12 @@ class SQLlavaProcessor(ProcessorMixin):
         self.image_token = image_token
         self.image_seq_length = image_seq_length
         self.vuser_token = vuser_token
-        self._check_vocabulary(tokenizer)
+        _check_vocabulary(tokenizer, image_token, vuser_token)
         self.image_token_id = tokenizer.convert_tokens_to_ids(image_token)
         if chat_template is None:
             chat_template = build_chat_template(vuser_token)
         super().__init__(image_processor, tokenizer, chat_template=chat_template)
-        self._sentencepiece_model = self._find_sentencepiece_model(tokenizer)
+        self._sentencepiece_model = _sentencepiece_model_of(tokenizer)
         if getattr(tokenizer, "legacy", None) is False:
             logger.warning_once(
                 "The tokenizer has `legacy=False`: calling it directly drops sentencepiece's dummy prefix after "
@@ -184,37 +255,6 @@ class SQLlavaProcessor(ProcessorMixin):
                 "(sqllava-reference.md §3.1). SQLlavaProcessor's own ids are not affected; load the tokenizer with `legacy=True` for code "
                 "that tokenises prompts without the processor."
             )
-
-    def _check_vocabulary(self, tokenizer):
-        # The processor never changes a tokenizer (set-up code does, as transformers' LLaVA conversion script).
-        vocab = tokenizer.get_vocab()
-        missing = [token for token in (self.image_token, self.vuser_token) if token not in vocab]
-        if self.vuser_token == ORIGINAL_VUSER_MARKER and ORIGINAL_VUSER_MARKER in missing:
-            missing.remove(ORIGINAL_VUSER_MARKER)  # plain text, as the release learned it
-        if tokenizer.pad_token is None:
-            missing.append("a pad token")
-        if missing:
-            listed = " and ".join([", ".join(missing[:-1]), missing[-1]] if len(missing) > 1 else missing)
-            raise ValueError(
-                f"The tokenizer has no {listed}, which SQ-LLaVA's prompts need. Set it up first: "
-                f"`transformers_sqllava.add_sqllava_tokens(tokenizer, image_token={self.image_token!r}, "
-                f"vuser_token={self.vuser_token!r})`, then, once the processor is built, "
-                "`resize_embeddings_for_processor(model, processor)` gives the model rows for the new tokens."
-            )
-
-    @staticmethod
-    def _find_sentencepiece_model(tokenizer):
-        """The backend model of a Llama-style tokenizer (dummy prefix "▁", spaces as "▁"), else None."""
-        backend = getattr(tokenizer, "backend_tokenizer", None)
-        if backend is None:
-            return None
-        probe = "a b"
-        if backend.normalizer is not None:
-            probe = backend.normalizer.normalize_str(probe)
-        if backend.pre_tokenizer is not None:
-            pieces = backend.pre_tokenizer.pre_tokenize_str(probe)
-            probe = pieces[0][0] if len(pieces) == 1 else None
-        return backend.model if probe == "▁a▁b" else None
 
     @property
     def encodes_continuations(self) -> bool:
@@ -258,7 +298,7 @@ class SQLlavaProcessor(ProcessorMixin):
         marked = bool(kwargs.get("sanitize_control_tokens"))
         if images is not None:
             images = make_flat_list_of_images(self.image_processor.fetch_images(images))
-        self._check_image_count(texts, images, marked)
+        _check_image_count(texts, images, self.image_token, marked)
 
         merged = self._merge_kwargs(
             self.valid_processor_kwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs
@@ -293,30 +333,6 @@ class SQLlavaProcessor(ProcessorMixin):
         if isinstance(text, str) and return_tensors is None:
             data = {key: value[0] if key != "pixel_values" else value for key, value in data.items()}
         return BatchFeature(data=data, tensor_type=return_tensors)
-
-    def _check_image_count(self, texts: list[str], images: list | None, marked: bool):
-        # A marked `<image>` was typed inside a message: it is text, not a placeholder.
-        unmarked = [re.sub(f"{_CONTROL_TOKEN_START}.*?{_CONTROL_TOKEN_END}", "", sample) for sample in texts]
-        num_placeholders = sum(sample.count(self.image_token) for sample in (unmarked if marked else texts))
-        num_images = 0 if images is None else len(images)
-        if num_placeholders == num_images:
-            return
-        if num_images == 0:
-            raise ValueError(
-                f"The text has {num_placeholders} {self.image_token} placeholder(s) but no image was given. Pass one "
-                f"image per placeholder with `images=`, or remove the placeholders for a text-only prompt."
-            )
-        if num_placeholders == 0:
-            raise ValueError(
-                f"{num_images} image(s) were given but the text has no {self.image_token} placeholder. Put "
-                f"{self.image_token} where each image goes (the reference writes "
-                f"'USER: {self.image_token}\\nquestion'), "
-                'or use `apply_chat_template` with {"type": "image"} content blocks.'
-            )
-        raise ValueError(
-            f"The text has {num_placeholders} {self.image_token} placeholder(s) but {num_images} image(s) were given: "
-            f"pass exactly one image per placeholder, in the order the placeholders appear (across the batch)."
-        )
 
     def _encode_prompt(self, text: str, add_bos: bool, marked: bool) -> list[int]:
         """Reference `tokenizer_image_token` (§3.4): split on structure tokens, encode each text chunk on its own."""
@@ -382,14 +398,11 @@ class SQLlavaProcessor(ProcessorMixin):
         r"""
         Render (and optionally tokenise) conversations in SQ-LLaVA's prompt format (reference §3.2).
 
-        Messages are `{"role": ..., "content": ...}` with the roles `"system"` (optional, first), `"user"`,
-        `"assistant"` and `"vuser"` (the virtual user: a question the model is trained, or asked, to produce). The
-        content is a string or a list of `{"type": "text", "text": ...}` and `{"type": "image"}` blocks (an image block
-        can carry the image as `"image"`, `"url"` or `"path"`, which `tokenize=True` then loads); images go in user
-        turns and render as `"<image>\n"` before the text. Turns alternate user-or-vuser / assistant, starting with a
-        user turn; a malformed conversation raises a `jinja2` `TemplateError` that says what is wrong. The template
-        variable `images_first=False` keeps a user turn's blocks in their order instead (`"USER: Q\\n<image> "` for a
-        text block then an image block).
+        Roles are `"system"` (optional, first), `"user"`, `"assistant"` and `"vuser"` (the virtual user); content is a
+        string or `{"type": "text" | "image"}` blocks (an image block can carry `"image"`, `"url"` or `"path"`, loaded
+        with `tokenize=True`). Images go in user turns and render as `"<image>\n"` before the text (the template
+        variable `images_first=False` keeps the blocks' order). Turns alternate user-or-vuser / assistant from a user
+        turn; a malformed conversation raises a `jinja2.TemplateError` that says what is wrong.
 
         Example, with `vuser_token="VUSER"` (a converted checkpoint) and `SYS` the v1 system prompt:
 
@@ -424,19 +437,12 @@ class SQLlavaProcessor(ProcessorMixin):
             tokenize (`bool`, *optional*, defaults to `False`):
                 Return token ids (and `pixel_values` with `return_dict=True`) instead of the string.
             sanitize_control_tokens (`bool`, *optional*):
-                How special tokens typed inside message text (`</s>`, `<s>`, `<image>`, `[vusr]`, ...) are handled,
-                so that message text can never close a turn, add an image slot or write a role token:
-
-                - `None` (default): with `tokenize=True` they are encoded as plain text (escape); with
-                  `tokenize=False` a `ValueError` is raised (reject), because a rendered string cannot tell them
-                  apart from the template's own tokens once it is tokenised;
-                - `True`: escape (requires `tokenize=True`);
-                - `False`: no defence, the text is used verbatim, as the reference does. Only for trusted text.
-
-                The plain-text marker `"VUSER:"` needs no escaping: a vuser turn is always rendered right after the
-                `</s>` token that ends an assistant turn, and message text cannot produce that token, so `"VUSER:"`
-                typed in a message stays inside its turn. (Vicuna's `USER:` / `ASSISTANT:` are plain text in the
-                reference too, so text can imitate them inside a turn, but it cannot end a turn.)
+                Special tokens typed in message text (`</s>`, `<image>`, `[vusr]`, ...) must not close a turn, add an
+                image slot or write a role. `None` (default): encoded as plain text with `tokenize=True`, a
+                `ValueError` with `tokenize=False` (a rendered string cannot keep them apart); `True`: plain text
+                (needs `tokenize=True`); `False`: verbatim, as the reference, for trusted text only. The plain-text
+                `"VUSER:"` needs no escaping: a vuser turn always follows the template's own `</s>`, which text
+                cannot produce (docs/inference.md#typed-special-tokens).
             **kwargs:
                 Passed on as in [`~transformers.ProcessorMixin.apply_chat_template`] (`return_dict`, `return_tensors`,
                 `continue_final_message`, `processor_kwargs`, other template variables).
@@ -451,7 +457,7 @@ class SQLlavaProcessor(ProcessorMixin):
         if sanitize_control_tokens is None:
             sanitize_control_tokens = tokenize
             if not tokenize:
-                self._reject_control_tokens(conversation)
+                _reject_control_tokens(conversation, self.control_tokens)
         elif sanitize_control_tokens and not tokenize:
             raise ValueError(
                 "`sanitize_control_tokens=True` needs `tokenize=True`: a rendered string cannot keep typed special "
@@ -471,25 +477,6 @@ class SQLlavaProcessor(ProcessorMixin):
             **template_kwargs,
             **kwargs,
         )
-
-    def _reject_control_tokens(self, conversation):
-        conversations = conversation if conversation and isinstance(conversation[0], (list, tuple)) else [conversation]
-        control_tokens = self.control_tokens
-        for messages in conversations:
-            for index, message in enumerate(messages):
-                content = message.get("content")
-                texts = [content] if isinstance(content, str) else [
-                    block.get("text", "") for block in content or [] if isinstance(block, dict)
-                ]
-                for text in texts:
-                    found = [token for token in control_tokens if isinstance(text, str) and token in text]
-                    if found:
-                        raise ValueError(
-                            f"Message {index} ({message.get('role')!r}) contains {found[0]!r}, a special token of "
-                            "SQ-LLaVA's prompt format: in a rendered string it would act as structure (end a turn, "
-                            "add an image slot or a role). Use `apply_chat_template(..., tokenize=True)`, which "
-                            "encodes it as plain text, or remove it from the message."
-                        )
 
     @property
     def model_input_names(self) -> list[str]:

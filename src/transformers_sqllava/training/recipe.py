@@ -20,8 +20,9 @@
   and lets the ViT LoRA receive gradients (the reference's never did, §5.4; `vision_lora_gradients="reference"`
   reproduces that). [`stage2_parameter_groups`] / [`stage2_optimizer_cls_and_kwargs`] give the three learning rates.
 - Starting points: a converted SQ-LLaVA checkpoint (`from_pretrained`), or a LLaVA-1.5 checkpoint turned into
-  SQ-LLaVA by [`sqllava_from_llava`].
-- QLoRA: [`load_qlora_base`] loads a 4-bit base; [`prepare_stage2`] then runs `peft.prepare_model_for_kbit_training`.
+  SQ-LLaVA by [`~training.from_llava.sqllava_from_llava`].
+- QLoRA: [`~training.qlora.load_qlora_base`] loads a 4-bit base; [`prepare_stage2`] then runs
+  `peft.prepare_model_for_kbit_training`.
 
 Example (stage 2 with TRL):
 
@@ -42,12 +43,8 @@ from typing import Any, Literal
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from torch import nn
-from transformers import BitsAndBytesConfig, LlavaForConditionalGeneration, TrainingArguments
+from transformers import TrainingArguments
 
-from ..configuration_sqllava import SQLlavaConfig
-from ..modeling_sqllava import SQLlavaForConditionalGeneration, SQLlavaMultiModalProjector
-from ..processing_sqllava import NATIVE_VUSER_TOKEN
-from ..tokens import add_vuser_token
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +76,7 @@ STAGE2_TRAINING_DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.0,
 }
 
-# What TRL 1.16's `SFTTrainer` needs for SQ-LLaVA data (design §6): keep the `images`/`messages` columns for the
+# What TRL 1.16's `SFTTrainer` needs for SQ-LLaVA data: keep the `images`/`messages` columns for the
 # collator, let the collator tokenise, and never truncate through the 576 image tokens.
 SFT_VISION_DEFAULTS: dict[str, Any] = {
     "remove_unused_columns": False,
@@ -491,161 +488,18 @@ def stage2_optimizer_cls_and_kwargs(
     return SQLlavaOptimizerFactory, kwargs
 
 
-# ------------------------------------------------------------------------------------------------------------------
-# Starting from LLaVA-1.5
-# ------------------------------------------------------------------------------------------------------------------
-
-
-def _get_tokenizer(processor_or_tokenizer):
-    return getattr(processor_or_tokenizer, "tokenizer", processor_or_tokenizer)
-
-
-def sqllava_config_from_llava(llava_config, **overrides) -> SQLlavaConfig:
-    """An `SQLlavaConfig` with a LLaVA config's towers and settings; LLaVA's projector activation ("gelu") is kept."""
-    kwargs = {
-        "vision_config": llava_config.vision_config.to_dict(),
-        "text_config": llava_config.text_config.to_dict(),
-        "image_token_index": llava_config.image_token_id,
-        "image_seq_length": llava_config.image_seq_length,
-        "projector_hidden_act": llava_config.projector_hidden_act,
-        "vision_feature_select_strategy": llava_config.vision_feature_select_strategy,
-        "vision_feature_layer": llava_config.vision_feature_layer,
-        "multimodal_projector_bias": llava_config.multimodal_projector_bias,
-        "tie_word_embeddings": getattr(llava_config, "tie_word_embeddings", False),
-    }
-    kwargs.update(overrides)
-    return SQLlavaConfig(**kwargs)
-
-
-def sqllava_from_llava(
-    llava_model: LlavaForConditionalGeneration | str,
-    processor_or_tokenizer=None,
-    *,
-    vuser_token: str = NATIVE_VUSER_TOKEN,
-    **config_overrides,
-) -> SQLlavaForConditionalGeneration:
-    r"""
-    Turns a LLaVA-1.5 model in transformers' format into an SQ-LLaVA model with a fresh prototype extractor.
-
-    The vision tower, language model and `lm_head` modules are reused (not copied: the LLaVA model should not be used
-    afterwards), the MLP projector's `linear_1` / `linear_2` weights are copied, and the config keeps LLaVA's
-    projector activation ("gelu"), vision feature layer and image token. The prototype extractor is new, initialised
-    as the reference initialises it (gate alpha 1, beta 0): its residual changes the image features, so stage 1
-    (alignment) is meant to follow. With a processor or tokenizer, `vuser_token` is added as a special token (in
-    place) and given an embedding row, see [`add_vuser_token`].
-
-    Args:
-        llava_model (`LlavaForConditionalGeneration` or `str`):
-            The model, or a local path / Hub id to load it from with `LlavaForConditionalGeneration.from_pretrained`.
-        processor_or_tokenizer (`ProcessorMixin` or `PreTrainedTokenizerBase`, *optional*):
-            The model's processor (its `.tokenizer` is used) or tokenizer.
-        vuser_token (`str`, *optional*, defaults to `"[vusr]"`):
-            The virtual-user marker for natively set-up models (design §4).
-        **config_overrides:
-            [`SQLlavaConfig`] fields, e.g. `num_prototypes`, `prototype_iterations`.
-
-    Returns:
-        [`SQLlavaForConditionalGeneration`] in the LLaVA model's dtype and device.
-    """
-    if isinstance(llava_model, str):
-        llava_model = LlavaForConditionalGeneration.from_pretrained(llava_model)
-    if not isinstance(llava_model, LlavaForConditionalGeneration):
-        raise ValueError(
-            f"`sqllava_from_llava` expects a `LlavaForConditionalGeneration`, got {type(llava_model).__name__}. Load "
-            "LLaVA-1.5 in transformers' format (e.g. llava-hf/llava-1.5-7b-hf)."
-        )
-    if getattr(llava_model, "is_quantized", False):
-        raise ValueError(
-            "Convert the full-precision LLaVA model, then quantize the SQ-LLaVA result (`load_qlora_base`)."
-        )
-    config = sqllava_config_from_llava(llava_model.config, **config_overrides)
-    if not config.use_prototype_extractor:
-        logger.warning("use_prototype_extractor=False: the result is LLaVA-1.5 under another name.")
-
-    old_projector = llava_model.model.multi_modal_projector
-    reference_weight = old_projector.linear_1.weight
-    # Build the shell on the meta device (no memory, no random init of 7B weights), then move the towers in.
-    with torch.device("meta"):
-        model = SQLlavaForConditionalGeneration(config)
-    model.model.vision_tower = llava_model.model.vision_tower
-    model.model.language_model = llava_model.model.language_model
-    model.lm_head = llava_model.lm_head
-    projector = SQLlavaMultiModalProjector(config)  # on the CPU, initialised: the extractor's own `post_init`
-    projector.linear_1.load_state_dict(old_projector.linear_1.state_dict())
-    projector.linear_2.load_state_dict(old_projector.linear_2.state_dict())
-    model.model.multi_modal_projector = projector.to(device=reference_weight.device, dtype=reference_weight.dtype)
-    if config.tie_word_embeddings:
-        model.tie_weights()
-    left_on_meta = [name for name, tensor in model.state_dict().items() if tensor.is_meta]
-    if left_on_meta:
-        raise RuntimeError(f"Parameters were left uninitialised while converting from LLaVA: {left_on_meta[:5]}.")
-    model.generation_config = llava_model.generation_config
-    model.train(llava_model.training)
-
-    if processor_or_tokenizer is not None:
-        add_vuser_token(model, _get_tokenizer(processor_or_tokenizer), vuser_token)
-    return model
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# QLoRA
-# ------------------------------------------------------------------------------------------------------------------
-
-# Only the language model's linears are quantized: the vision tower and the extractor + projector train (ViT LoRA,
-# modules_to_save) and the extractor reads `prototype_proj.weight` directly; `lm_head` stays precise. Paths from the
-# model's root (design §6).
-QLORA_SKIP_MODULES = list(SQLlavaForConditionalGeneration._default_llm_int8_skip_modules)
-
-
-def qlora_quantization_config(compute_dtype: torch.dtype = torch.bfloat16) -> BitsAndBytesConfig:
-    """NF4 with double quantization (QLoRA's settings), the vision tower, extractor + projector and `lm_head` skipped."""
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=compute_dtype,
-        llm_int8_skip_modules=list(QLORA_SKIP_MODULES),
-    )
-
-
-def load_qlora_base(
-    pretrained_model_name_or_path: str,
-    *,
-    compute_dtype: torch.dtype = torch.bfloat16,
-    **from_pretrained_kwargs,
-) -> SQLlavaForConditionalGeneration:
-    """
-    Loads an SQ-LLaVA checkpoint with a 4-bit language model for QLoRA; follow with [`prepare_stage2`].
-
-    After loading, bitsandbytes' CPU weight repacking is switched off on every `Linear4bit`: on CPUs with AVX512-BF16
-    an eval-mode forward repacks the weights in place, after which training steps fail (design §6). Through TRL,
-    train with `bf16=True`: `SFTTrainer` casts the trainable parameters of a quantized model to bf16.
-    """
-    from_pretrained_kwargs.setdefault("quantization_config", qlora_quantization_config(compute_dtype))
-    model = SQLlavaForConditionalGeneration.from_pretrained(pretrained_model_name_or_path, **from_pretrained_kwargs)
-    for module in model.modules():
-        if hasattr(module, "support_avx512bf16_for_cpu"):
-            module.support_avx512bf16_for_cpu = False
-    return model
-
-
 __all__ = [
-    "QLORA_SKIP_MODULES",
     "SFT_VISION_DEFAULTS",
     "STAGE1_TRAINING_DEFAULTS",
     "STAGE2_TRAINING_DEFAULTS",
     "SQLlavaOptimizerFactory",
     "SQLlavaStage2Config",
     "llm_lora_target_regex",
-    "load_qlora_base",
     "prepare_stage1",
     "prepare_stage2",
-    "qlora_quantization_config",
     "set_vision_lora_dropout",
     "set_vision_lora_gradients",
     "sft_config_kwargs",
-    "sqllava_config_from_llava",
-    "sqllava_from_llava",
     "stage2_lora_config",
     "stage2_optimizer_cls_and_kwargs",
     "stage2_parameter_groups",
