@@ -6,7 +6,8 @@ import sys
 import textwrap
 
 import torch
-from conftest import tiny_config
+from conftest import tiny_config, tiny_processor
+from PIL import Image
 
 from transformers_sqllava import SQLlavaForConditionalGeneration
 
@@ -36,6 +37,24 @@ REMOTE_LOAD = textwrap.dedent(
     torch.testing.assert_close(logits, torch.load(f"{folder}/expected_logits.pt"), rtol=0, atol=0)
     generated = model.generate(**inputs, max_new_tokens=4, do_sample=False)
     assert torch.equal(generated, torch.load(f"{folder}/expected_generate.pt"))
+
+    # The processor, its image processor (a Hub file of its own) and the saved chat_template.jinja.
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    assert type(processor).__module__.startswith("transformers_modules."), type(processor).__module__
+    assert type(processor.image_processor).__name__ == "SQLlavaImageProcessor", type(processor.image_processor)
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]},
+        {"role": "assistant", "content": "A square."},
+    ]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, generation_role="vuser")
+    encoded = processor(images=Image.new("RGB", (20, 12), (200, 30, 30)), text=prompt, return_tensors="pt")
+    expected = torch.load(f"{folder}/expected_processor.pt")
+    assert prompt == expected["prompt"], prompt
+    for key in ("input_ids", "attention_mask", "pixel_values"):
+        torch.testing.assert_close(encoded[key], expected[key], rtol=0, atol=0)
     print("REMOTE-CODE-OK")
     """
 )
@@ -51,6 +70,15 @@ def test_saved_folder_loads_with_trust_remote_code_without_the_package(tmp_path)
         torch.save(model(**inputs).logits, folder / "expected_logits.pt")
     torch.save(model.generate(**inputs, max_new_tokens=4, do_sample=False), folder / "expected_generate.pt")
     torch.save(inputs, folder / "inputs.pt")
+    processor = tiny_processor(vuser_token="[vusr]")
+    processor.save_pretrained(folder)
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]},
+        {"role": "assistant", "content": "A square."},
+    ]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, generation_role="vuser")
+    encoded = processor(images=Image.new("RGB", (20, 12), (200, 30, 30)), text=prompt, return_tensors="pt")
+    torch.save({"prompt": prompt, **encoded}, folder / "expected_processor.pt")
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
     result = subprocess.run(
