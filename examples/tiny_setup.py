@@ -10,8 +10,14 @@ from pathlib import Path
 
 import torch
 
-from transformers_sqllava import SQLlavaConfig, SQLlavaForConditionalGeneration, SQLlavaImageProcessor, SQLlavaProcessor
+from transformers_sqllava import (
+    SQLlavaForConditionalGeneration,
+    SQLlavaImageProcessor,
+    SQLlavaProcessor,
+    add_sqllava_tokens,
+)
 from transformers_sqllava.demo.data import split_scenes, write_llava_dataset
+from transformers_sqllava.demo.tiny import processor_vocabulary, tiny_sqllava_config
 from transformers_sqllava.demo.tokenizer import build_scene_tokenizer
 
 TINY = "tiny"
@@ -23,38 +29,26 @@ def build_tiny_processor(vuser_token: str = "[vusr]") -> SQLlavaProcessor:
     image_processor = SQLlavaImageProcessor(
         size={"shortest_edge": TINY_IMAGE_SIZE}, crop_size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE}
     )
-    return SQLlavaProcessor(image_processor, build_scene_tokenizer(), image_seq_length=16, vuser_token=vuser_token)
+    tokenizer = build_scene_tokenizer()
+    add_sqllava_tokens(tokenizer, vuser_token=vuser_token)  # <image>, <pad> and a special vuser marker
+    return SQLlavaProcessor(image_processor, tokenizer, image_seq_length=16, vuser_token=vuser_token)
 
 
 def build_tiny_model(processor: SQLlavaProcessor, hidden_size: int = 64, seed: int = 0):
     """A random 2-layer SQ-LLaVA sized for `processor` (64 wide: bitsandbytes' 4-bit block size, for QLoRA)."""
-    tokenizer = processor.tokenizer
-    config = SQLlavaConfig(
-        vision_config={
-            "model_type": "clip_vision_model",
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 3,
-            "num_attention_heads": 4,
-            "image_size": TINY_IMAGE_SIZE,
-            "patch_size": 4,
-        },
-        text_config={
-            "model_type": "llama",
-            "hidden_size": hidden_size,
-            "intermediate_size": 2 * hidden_size,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "vocab_size": len(tokenizer),
-            "max_position_embeddings": 512,
-            "pad_token_id": tokenizer.pad_token_id,
-            "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-        },
-        image_token_index=processor.image_token_id,
-        image_seq_length=processor.image_seq_length,
+    config = tiny_sqllava_config(
+        image_size=TINY_IMAGE_SIZE,
+        patch_size=4,
+        vision_hidden_size=32,
+        vision_intermediate_size=64,
+        vision_layers=3,
+        text_hidden_size=hidden_size,
+        text_intermediate_size=2 * hidden_size,
+        text_layers=2,
+        text_key_value_heads=2,
         num_prototypes=6,
+        image_seq_length=processor.image_seq_length,
+        **processor_vocabulary(processor),
     )
     torch.manual_seed(seed)  # the same weights in every process of a multi-process run
     return SQLlavaForConditionalGeneration(config)

@@ -13,6 +13,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from transformers_sqllava import SQLlavaConfig
+from transformers_sqllava.demo.tiny import tiny_sqllava_config
 from transformers_sqllava.demo.tokenizer import vicuna_style_tokenizer
 
 CORPUS = [
@@ -46,34 +47,15 @@ def tiny_config(**overrides) -> SQLlavaConfig:
     """A tiny SQ-LLaVA: 16 px images in 4 px patches (16 image tokens), 6 prototypes, a 2-layer 32-wide LLM.
 
     The vocabulary holds the 419 pieces of `build_llama_style_tokenizer()` + `<image>` (419) + `<pad>` (420).
+    `overrides` are [`tiny_sqllava_config`]'s: `vision_config`/`text_config` entries, or [`SQLlavaConfig`] arguments.
     """
-    vision_config = {
-        "model_type": "clip_vision_model",
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 3,
-        "num_attention_heads": 4,
-        "image_size": 16,
-        "patch_size": 4,
-    }
-    text_config = {
-        "model_type": "llama",
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "vocab_size": 421,
-        "max_position_embeddings": 256,
-        "pad_token_id": 0,
-        "bos_token_id": 1,
-        "eos_token_id": 2,
-    }
-    vision_config.update(overrides.pop("vision_config", {}))
-    text_config.update(overrides.pop("text_config", {}))
-    kwargs = {"image_token_index": 419, "image_seq_length": 16, "num_prototypes": 6}
-    kwargs.update(overrides)
-    return SQLlavaConfig(vision_config=vision_config, text_config=text_config, **kwargs)
+    sizes = {
+        "image_size": 16, "patch_size": 4, "vision_hidden_size": 32, "vision_intermediate_size": 64,
+        "vision_layers": 3, "text_hidden_size": 32, "text_intermediate_size": 64, "text_layers": 2,
+        "text_key_value_heads": 2, "max_position_embeddings": 256, "num_prototypes": 6,
+    }  # fmt: skip
+    vocabulary = {"vocab_size": 421, "image_token_index": 419, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
+    return tiny_sqllava_config(**{**sizes, **vocabulary, **overrides})
 
 
 @pytest.fixture
@@ -98,12 +80,12 @@ def tiny_processor(vuser_token: str = "VUSER", **kwargs):
     With the default plain-text marker "VUSER" (a converted checkpoint) the vocabulary matches `tiny_config()`'s 421;
     `vuser_token="[vusr]"` adds a 422nd token (see `resize_embeddings_for_processor`).
     """
-    from transformers_sqllava import SQLlavaImageProcessor, SQLlavaProcessor
+    from transformers_sqllava import SQLlavaImageProcessor, SQLlavaProcessor, add_sqllava_tokens
 
     image_processor = SQLlavaImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16})
-    return SQLlavaProcessor(
-        image_processor, build_llama_style_tokenizer(), image_seq_length=16, vuser_token=vuser_token, **kwargs
-    )
+    tokenizer = build_llama_style_tokenizer()
+    add_sqllava_tokens(tokenizer, vuser_token=vuser_token)
+    return SQLlavaProcessor(image_processor, tokenizer, image_seq_length=16, vuser_token=vuser_token, **kwargs)
 
 
 @pytest.fixture(scope="session")

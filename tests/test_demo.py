@@ -11,13 +11,19 @@ import pytest
 import torch
 from safetensors import safe_open
 from sqllava_tiny import single_torch_thread
+from transformers import AutoModelForImageTextToText, AutoProcessor
 
-import transformers_sqllava
-from transformers_sqllava import SQLlavaForConditionalGeneration, SQLlavaProcessor
+from transformers_sqllava import SQLlavaConfig, SQLlavaForConditionalGeneration, SQLlavaProcessor
 from transformers_sqllava.cli import main as sqllava_main
 from transformers_sqllava.demo import checker, generate_scene
+from transformers_sqllava.demo.record import DEFAULT_CHECKPOINT, TRAINING_RECORD, format_targets
 from transformers_sqllava.demo.run import format_report, judge_self_asked, load_demo_model, run_demo
-from transformers_sqllava.demo.train import DEFAULT_CHECKPOINT, DemoTrainingConfig, train_demo_model
+from transformers_sqllava.demo.train import (
+    DemoTrainingConfig,
+    build_demo_model_config,
+    build_demo_processor,
+    train_demo_model,
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -42,14 +48,41 @@ def test_committed_checkpoint_is_small_complete_and_loads_from_the_package():
         assert any("prototype_extractor" in name for name in weights.keys())
 
 
-@pytest.mark.parametrize("hub_file", ["configuration_sqllava.py", "modeling_sqllava.py", "processing_sqllava.py"])
-def test_checkpoint_remote_code_is_the_package_code(hub_file):
-    # The checkpoint ships the Hub files so that it loads with `trust_remote_code=True` where the package is not
-    # installed (e.g. once pushed to the Hub); they must not drift from the package's.
-    source = Path(transformers_sqllava.__file__).parent / hub_file
-    assert (DEFAULT_CHECKPOINT / hub_file).read_text() == source.read_text(), (
-        f"{DEFAULT_CHECKPOINT / hub_file} is out of date: copy {source} over it (or re-save the checkpoint)."
+def assert_holds_no_remote_code(folder: Path):
+    """No code files, and no `auto_map` naming any: the folder is loaded with the installed package."""
+    assert not list(folder.glob("*.py"))
+    for name in ("config.json", "processor_config.json", "tokenizer_config.json"):
+        assert "auto_map" not in (folder / name).read_text(), name
+
+
+def test_committed_checkpoint_holds_no_remote_code_and_loads_with_the_auto_classes():
+    assert_holds_no_remote_code(DEFAULT_CHECKPOINT)
+    model = AutoModelForImageTextToText.from_pretrained(DEFAULT_CHECKPOINT)
+    processor = AutoProcessor.from_pretrained(DEFAULT_CHECKPOINT)
+    assert isinstance(model, SQLlavaForConditionalGeneration) and isinstance(processor, SQLlavaProcessor)
+
+
+def test_demo_model_config_is_the_committed_checkpoints():
+    # What a retrain builds is what is committed, but for what `save_pretrained` and loading add.
+    saved_or_loaded = {"architectures", "dtype", "transformers_version", "_name_or_path"}
+    built, committed = (
+        {key: value for key, value in config.to_dict().items() if key not in saved_or_loaded}
+        for config in (
+            build_demo_model_config(DemoTrainingConfig(), build_demo_processor()),
+            SQLlavaConfig.from_pretrained(DEFAULT_CHECKPOINT),
+        )
     )
+    assert built == committed
+
+
+def test_targets_are_the_records_and_the_cards():
+    evaluation = load_demo_model()[2]["evaluation"]
+    assert format_targets(evaluation["answer_accuracy"], evaluation["valid_question_share"]) == (
+        "Targets: answer accuracy >= 90%: met; valid self-asked questions >= 80%: met."
+    )
+    assert format_targets(0.5, 0.8).startswith("Targets: answer accuracy >= 90%: NOT met;")
+    card = (DEFAULT_CHECKPOINT / "README.md").read_text()
+    assert "at least 90% and at least 80% valid self-asked questions; this checkpoint meets both." in card
 
 
 def test_self_asked_questions_are_judged_by_the_checker():
@@ -103,11 +136,12 @@ def test_training_script_smoke(tmp_path):
         vision_pretraining_batch_size=4, alignment_steps=2, max_steps=3, batch_size=4, threads=1,
     )  # fmt: skip
     train_demo_model(config, tmp_path / "a", evaluate=False, log_every=1)
-    record = json.loads((tmp_path / "a" / "demo_training.json").read_text())
+    record = json.loads((tmp_path / "a" / TRAINING_RECORD).read_text())
     assert record["training_config"]["max_steps"] == 3
     assert set(record["vision_pretraining"]) == {"loss", "seconds", "colour", "shape", "size", "cell"}
     assert record["collator_stats"]["num_vuser_turns"] > 0  # the self-questioning collator drew vuser turns
     assert (tmp_path / "a" / "README.md").read_text().startswith("---\n")
+    assert_holds_no_remote_code(tmp_path / "a")  # as the committed folder: a retrain reproduces its files
     model = SQLlavaForConditionalGeneration.from_pretrained(tmp_path / "a")
     # Seeded: a second run gives the same weights.
     train_demo_model(config, tmp_path / "b", evaluate=False, log_every=1)

@@ -344,10 +344,11 @@ def test_scene_tokenizer_round_trips_and_keeps_scene_words_whole(scene_tokenizer
 
 
 def test_scene_tokenizer_in_the_processor(scene_tokenizer):
-    from transformers_sqllava import SQLlavaImageProcessor, SQLlavaProcessor
+    from transformers_sqllava import SQLlavaImageProcessor, SQLlavaProcessor, add_sqllava_tokens
 
     image_processor = SQLlavaImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16})
-    tokenizer = build_scene_tokenizer()  # the processor adds <image>, <pad> and [vusr] to it
+    tokenizer = build_scene_tokenizer()
+    add_sqllava_tokens(tokenizer)  # <image>, <pad> and [vusr]
     processor = SQLlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, image_seq_length=4)
     row = build_trl_rows([generate_scene(5)], num_turns=(3, 3))[0]
     row["messages"][2]["role"] = "vuser"

@@ -44,7 +44,7 @@ from ..self_questioning import SelfQuestioningConfig, generate_from_conversation
 from .checker import is_correct, parse_caption, parse_question
 from .data import scene_id, split_scenes
 from .scenes import DESCRIBE_QUESTION, Scene, is_answerable, sample_question
-from .train import DEFAULT_CHECKPOINT, load_training_record
+from .record import DEFAULT_CHECKPOINT, load_training_record
 
 # Every prompt uses the system prompt the checkpoint was trained with (its record's `system_prompt`): a model this
 # small has seen no other. Checkpoints from before that setting were trained with v1_sq, as the reference (§3.3).

@@ -37,7 +37,6 @@ Seeded: the same arguments on the same machine (and torch thread count) give the
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import tempfile
 import time
@@ -48,86 +47,111 @@ from typing import Any
 import torch
 
 from ..configuration_sqllava import SQLlavaConfig
+from ..image_processing_sqllava import SQLlavaImageProcessor
 from ..modeling_sqllava import SQLlavaForConditionalGeneration
-from ..processing_sqllava import NATIVE_VUSER_TOKEN, SYSTEM_PROMPTS, SQLlavaImageProcessor, SQLlavaProcessor
+from ..processing_sqllava import NATIVE_VUSER_TOKEN, SYSTEM_PROMPTS, SQLlavaProcessor
+from ..tokens import add_sqllava_tokens
 from .data import build_trl_rows, split_scenes
+from .model_card import write_model_card
+from .record import evaluation_summary, load_training_record, remove_remote_code, write_training_record
+from .run import format_report, run_demo
+from .tiny import processor_vocabulary, tiny_sqllava_config
 from .tokenizer import build_scene_tokenizer
 from .vision_pretraining import freeze_image_path, pretrain_vision
 
 logger = logging.getLogger(__name__)
 
-# The committed checkpoint the demo loads (package data, see setup.cfg).
-DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoint"
-# Written next to the weights: how the checkpoint was trained, so the demo can rebuild the same train/held-out split.
-TRAINING_RECORD = "demo_training.json"
-
 
 @dataclass
 class DemoTrainingConfig:
     r"""
-    Sizes, data and optimisation of the demo model. The defaults train the committed checkpoint.
+    Sizes, data and optimisation of the demo model: every field is a flag of `python -m
+    transformers_sqllava.demo.train`, and the defaults train the committed checkpoint. What was measured on the way
+    to these defaults is in docs/demo.md#how-the-checkpoint-was-reached.
 
     Args:
-        image_size (`int`, *optional*, defaults to 72): side of the scene images and of the vision tower's input.
-        patch_size (`int`, *optional*, defaults to 24): ViT patch side. 72 / 24 gives 3 x 3 = 9 image tokens, one
-            per cell of the scenes' grid, which stage 0 needs.
-        vision_position_init_std (`float`, *optional*, defaults to 1.0): std of the CLIP position embeddings at
-            initialisation. CLIP's own 0.02 is tiny next to a patch's content: after stage 0 the cell of an object
-            then decoded right for 85% of tokens, against 100% at 1.0.
-        vision_hidden_size (`int`, *optional*, defaults to 96): CLIP width.
-        vision_layers (`int`, *optional*, defaults to 3): CLIP depth (the features come from layer -2, so one
-            fewer layer is used; the last one exists only because LLaVA's layout has it).
-        text_hidden_size (`int`, *optional*, defaults to 128): Llama width.
-        text_intermediate_size (`int`, *optional*, defaults to 384): Llama MLP width.
-        text_layers (`int`, *optional*, defaults to 3): Llama depth.
-        text_attention_heads (`int`, *optional*, defaults to 4): Llama attention heads.
-        tie_word_embeddings (`bool`, *optional*, defaults to `False`): share the Llama's input and output embeddings.
-        num_prototypes (`int`, *optional*, defaults to 9): prototypes of the extractor (at most the 9 image tokens).
-        vision_pretraining_steps (`int`, *optional*, defaults to 400): stage-0 steps
-            ([`~transformers_sqllava.demo.vision_pretraining.pretrain_vision`]); 0 skips stage 0 and leaves the image
-            path trainable in stages 1 and 2 (end to end from scratch: it does not learn the look-up, see the README).
-        vision_pretraining_batch_size (`int`, *optional*, defaults to 64), vision_pretraining_learning_rate
-            (`float`, *optional*, defaults to 2e-3): stage-0 batch and peak learning rate.
-        question_before_image (`bool`, *optional*, defaults to `True`): in stage 2 and in the demo's questions, put
-            a first question before the image (`USER: Q\\n<image>`) rather than after it (LLaVA's `<image>\\nQ`).
-            The image tokens can then check themselves against the question; measured with a perfect image path,
-            two-object "where" went from 50% to 99% in 500 steps (README, "The offline demo"). "Describe the image."
-            keeps the image first, as the self-questioning demo asks it.
-        num_train_scenes (`int`, *optional*, defaults to 160000): training scenes (held-out ones never equal them).
-            About one per stage-2 sample: with 12000 scenes seen 6 times each, the model fitted its training questions
-            and answered 62% of held-out ones (the look-up is only learned from fresh data). Stage 1 uses the first
+        image_size (`int`, *optional*, defaults to 72):
+            Side of the scene images and of the vision tower's input, in pixels.
+        patch_size (`int`, *optional*, defaults to 24):
+            ViT patch side. 72 / 24 gives 3 x 3 = 9 image tokens, one per cell of the scenes' grid, which stage 0
+            needs.
+        vision_position_init_std (`float`, *optional*, defaults to 1.0):
+            Standard deviation of the CLIP position embeddings at initialisation. CLIP's own 0.02 is too small next
+            to a patch's content for the tiny tower to tell the cells apart.
+        vision_hidden_size (`int`, *optional*, defaults to 96):
+            CLIP width (its MLP is four times as wide).
+        vision_layers (`int`, *optional*, defaults to 3):
+            CLIP depth. The features come from layer -2, so the last layer is not used; it is there because LLaVA's
+            layout has it.
+        text_hidden_size (`int`, *optional*, defaults to 128):
+            Llama width.
+        text_intermediate_size (`int`, *optional*, defaults to 384):
+            Llama MLP width.
+        text_layers (`int`, *optional*, defaults to 3):
+            Llama depth.
+        text_attention_heads (`int`, *optional*, defaults to 4):
+            Llama attention heads, and as many key/value heads.
+        tie_word_embeddings (`bool`, *optional*, defaults to `False`):
+            Whether the Llama's input and output embeddings are shared.
+        num_prototypes (`int`, *optional*, defaults to 9):
+            Prototypes of the prototype extractor (at most the number of image tokens).
+        vision_pretraining_steps (`int`, *optional*, defaults to 400):
+            Stage-0 steps ([`~transformers_sqllava.demo.vision_pretraining.pretrain_vision`]), after which the image
+            path is frozen. 0 skips stage 0 and trains the image path in stages 1 and 2 instead; from scratch and end
+            to end, it does not learn to find the object a question names.
+        vision_pretraining_batch_size (`int`, *optional*, defaults to 64):
+            Stage-0 samples per step.
+        vision_pretraining_learning_rate (`float`, *optional*, defaults to 2e-3):
+            Stage-0 peak learning rate.
+        question_before_image (`bool`, *optional*, defaults to `True`):
+            In stage 2 and in the demo's questions, put the first question before the image (`USER: Q\\n<image>`)
+            rather than after it (LLaVA's `USER: <image>\\nQ`), so that the image tokens can attend to the question:
+            this is what lets a model this small find the object a question names. "Describe the image." keeps the
+            image first, as the self-questioning demo asks it.
+        alignment_steps (`int`, *optional*, defaults to 300):
+            Stage-1 (image -> caption) steps; 0 skips stage 1.
+        alignment_learning_rate (`float`, *optional*, defaults to 2e-3):
+            Stage-1 peak learning rate.
+        alignment_batch_size (`int`, *optional*, defaults to 32):
+            Stage-1 samples per step.
+        num_train_scenes (`int`, *optional*, defaults to 160000):
+            Training scenes (no held-out scene equals one of them): about one per stage-2 sample, because the model
+            learns to look objects up only from fresh scenes and memorises repeated ones. Stage 1 uses the first
             `alignment_steps * alignment_batch_size` of them.
-        samples_per_scene (`int`, *optional*, defaults to 1): conversations per training scene.
-        min_turns (`int`, *optional*, defaults to 1), max_turns (`int`, *optional*, defaults to 3): range of the
-            number of question/answer turns of a stage-2 conversation. Only the first question comes before the
-            image: later ones (and the vuser questions drawn from them) are asked after it.
-        description_first (`float`, *optional*, defaults to 0.3): share of stage-2 conversations that open with
-            "Describe the image." (the self-questioning demo asks after a description). A caption is ~30 tokens
-            against ~3 for an answer: at 0.5, two thirds of the trained tokens were captions. With 5000 steps, 0.2
-            gave 97.0% right answers and 78.7% valid own questions, 0.3 99.0% and 80.0% (20 minutes in all).
-        alignment_steps (`int`, *optional*, defaults to 300): stage-1 (image -> caption) steps; 0 skips stage 1.
-        alignment_learning_rate (`float`, *optional*, defaults to 2e-3): stage-1 peak learning rate.
-        alignment_batch_size (`int`, *optional*, defaults to 32): stage-1 samples per step.
-        max_steps (`int`, *optional*, defaults to 5000): stage-2 (self-questioning) steps. 2500 answered 81.7% of
-            held-out questions and asked 74.0% valid questions; 5000 (17 minutes in all) 97.0% and 78.7%
-            (both with `description_first=0.2`).
-        batch_size (`int`, *optional*, defaults to 32): stage-2 samples per step.
-        learning_rate (`float`, *optional*, defaults to 2e-3): stage-2 peak AdamW learning rate (cosine decay, 5%
-            warmup).
-        system_prompt (`str`, *optional*, defaults to `"A chat about the image."`): the system message of every
-            stage-2 sample and demo prompt. The reference's `v1_sq` (`"v1_sq"` selects it) is ~97 tokens, 60% of a demo
-            sample and as much of the step time, and a constant prefix teaches a model trained from scratch nothing.
-        sq_ratio (`float`, *optional*, defaults to 0.5): probability that a later user turn becomes a vuser turn the
-            model learns to ask (the released recipe's value).
-        group_by_length (`bool`, *optional*, defaults to `False`): batch conversations of similar length together
-            (Trainer's `train_sampling_strategy="group_by_length"`, the reference's `group_by_modality_length`).
-            Grouped, padding falls from 42% to 7% of a batch's tokens and the 5000-step run took 11.6 instead of 17.1
-            minutes, but here a conversation's length is its kind (described or not, 1-3 turns), so every batch holds
-            one kind: 5000 grouped steps answered 62.3% of held-out questions and described 62% of scenes exactly,
-            against 97.0% and 100% for 5000 random ones.
-        seed (`int`, *optional*, defaults to 0): seeds the weights, the data order and the vuser draws.
-        threads (`int`, *optional*, defaults to 2): torch CPU threads. Results are reproducible for a given thread
-            count (the committed checkpoint used 2); on cores shared with other work, use 1.
+        samples_per_scene (`int`, *optional*, defaults to 1):
+            Stage-2 conversations per training scene.
+        min_turns (`int`, *optional*, defaults to 1):
+            Fewest question/answer turns of a stage-2 conversation.
+        max_turns (`int`, *optional*, defaults to 3):
+            Most question/answer turns of a stage-2 conversation. Only the first question comes before the image:
+            later ones, and the vuser questions drawn from them, are asked after it.
+        description_first (`float`, *optional*, defaults to 0.3):
+            Share of stage-2 conversations that open with "Describe the image." (the self-questioning demo asks its
+            questions after a description). A caption is about ten times as long as an answer, so a larger share
+            spends the trained tokens on captions.
+        max_steps (`int`, *optional*, defaults to 5000):
+            Stage-2 (self-questioning instruction tuning) steps.
+        batch_size (`int`, *optional*, defaults to 32):
+            Stage-2 samples per step.
+        learning_rate (`float`, *optional*, defaults to 2e-3):
+            Stage-2 peak AdamW learning rate (cosine decay, 5% warmup).
+        system_prompt (`str`, *optional*, defaults to `"A chat about the image."`):
+            The system message of every stage-2 sample and demo prompt; a name of `SYSTEM_PROMPTS` (`"v1_sq"`: the
+            reference's) selects that prompt. The reference's is ~97 tokens, most of a demo sample and of its step
+            time, and a constant prefix teaches a model trained from scratch nothing.
+        sq_ratio (`float`, *optional*, defaults to 0.5):
+            Probability that a later user turn becomes a vuser turn the model learns to ask (the released recipe's
+            value).
+        group_by_length (`bool`, *optional*, defaults to `False`):
+            Whether to batch conversations of similar length together (Trainer's
+            `train_sampling_strategy="group_by_length"`, the reference's `group_by_modality_length`). Off: here a
+            conversation's length is its kind (described or not, 1-3 turns), so each grouped batch holds one kind,
+            and the model learns worse for it.
+        seed (`int`, *optional*, defaults to 0):
+            Seeds the weights, the data order and the vuser draws.
+        threads (`int`, *optional*, defaults to 2):
+            torch CPU threads. Results are reproducible for a given thread count (the committed checkpoint used 2);
+            on cores shared with other work, use 1.
     """
 
     image_size: int = 72
@@ -180,46 +204,32 @@ def build_demo_processor(image_size: int = 72, patch_size: int = 24) -> SQLlavaP
         image_std=DEMO_IMAGE_STD,
     )
     image_seq_length = (image_size // patch_size) ** 2
+    tokenizer = build_scene_tokenizer()
+    add_sqllava_tokens(tokenizer, vuser_token=NATIVE_VUSER_TOKEN)
     return SQLlavaProcessor(
         image_processor=image_processor,
-        tokenizer=build_scene_tokenizer(),
+        tokenizer=tokenizer,
         image_seq_length=image_seq_length,
         vuser_token=NATIVE_VUSER_TOKEN,
     )
 
 
 def build_demo_model_config(config: DemoTrainingConfig, processor: SQLlavaProcessor) -> SQLlavaConfig:
-    """An SQ-LLaVA config at toy size whose vocabulary is exactly the processor's tokenizer (no resize needed)."""
-    tokenizer = processor.tokenizer
-    vision_config = {
-        "model_type": "clip_vision_model",
-        "hidden_size": config.vision_hidden_size,
-        "intermediate_size": 4 * config.vision_hidden_size,
-        "num_hidden_layers": config.vision_layers,
-        "num_attention_heads": 4,
-        "image_size": config.image_size,
-        "patch_size": config.patch_size,
-    }
-    text_config = {
-        "model_type": "llama",
-        "hidden_size": config.text_hidden_size,
-        "intermediate_size": config.text_intermediate_size,
-        "num_hidden_layers": config.text_layers,
-        "num_attention_heads": config.text_attention_heads,
-        "num_key_value_heads": config.text_attention_heads,
-        "tie_word_embeddings": config.tie_word_embeddings,
-        "vocab_size": len(tokenizer),
-        "max_position_embeddings": 512,
-        "pad_token_id": tokenizer.pad_token_id,
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-    }
-    return SQLlavaConfig(
-        vision_config=vision_config,
-        text_config=text_config,
-        image_token_index=processor.image_token_id,
-        image_seq_length=processor.image_seq_length,
+    """The demo model's [`SQLlavaConfig`] at `config`'s sizes, its vocabulary exactly the processor's (no resize)."""
+    return tiny_sqllava_config(
+        image_size=config.image_size,
+        patch_size=config.patch_size,
+        vision_hidden_size=config.vision_hidden_size,
+        vision_intermediate_size=4 * config.vision_hidden_size,
+        vision_layers=config.vision_layers,
+        text_hidden_size=config.text_hidden_size,
+        text_intermediate_size=config.text_intermediate_size,
+        text_layers=config.text_layers,
+        text_attention_heads=config.text_attention_heads,
+        tie_word_embeddings=config.tie_word_embeddings,
         num_prototypes=config.num_prototypes,
+        image_seq_length=processor.image_seq_length,
+        **processor_vocabulary(processor),
     )
 
 
@@ -268,10 +278,12 @@ def run_sft(
     model, processor, rows, collator, max_steps: int, learning_rate: float, batch_size: int, config, log_every: int
 ) -> float:
     """One `SFTTrainer` run over the rows (cosine schedule, 5% warmup, seeded); returns the mean training loss."""
+    # Imported here, like `..training` (which needs `datasets`): TRL and `datasets` are the `train` extra, which
+    # `sqllava demo` on the committed checkpoint does without.
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from ..training import CollatorStatsCallback, sft_config_kwargs
+    from ..training import SQLlavaCollatorCallback, sft_config_kwargs
 
     training_args = SFTConfig(
         **sft_config_kwargs(
@@ -307,7 +319,7 @@ def run_sft(
         train_dataset=Dataset.from_list(rows),
         processing_class=processor,
         data_collator=collator,
-        callbacks=[CollatorStatsCallback(collator)],
+        callbacks=[SQLlavaCollatorCallback(collator)],
     )
     return trainer.train().training_loss
 
@@ -383,8 +395,6 @@ def train_demo_model(
     }
     save_demo_checkpoint(model, processor, output_dir, record)
     if evaluate:
-        from .run import format_report, run_demo
-
         report = run_demo(output_dir, output_dir=None)
         print(format_report(report))
         record["evaluation"] = evaluation_summary(report)
@@ -392,120 +402,16 @@ def train_demo_model(
     return output_dir
 
 
-def evaluation_summary(report) -> dict[str, Any]:
-    """The numbers of a [`DemoReport`] worth keeping with the checkpoint."""
-    return {
-        "answer_accuracy": round(report.answer_accuracy, 4),
-        "num_questions": len(report.answers),
-        "valid_question_share": round(report.valid_question_share, 4),
-        "num_self_asked_questions": len(report.self_asked),
-        "self_answer_accuracy": round(report.self_answer_accuracy, 4),
-        "description_accuracy": round(report.num_descriptions_correct / max(report.num_descriptions, 1), 4),
-        "num_descriptions": report.num_descriptions,
-    }
-
-
 def save_demo_checkpoint(model, processor, output_dir: str | Path, record: dict[str, Any]) -> None:
-    """Weights (safetensors, fp32), processor, the training record and a model card, in `output_dir`."""
-    output_dir = Path(output_dir)
+    """Weights (safetensors, fp32), processor, the training record and a model card, in `output_dir`.
+
+    Without remote code ([`remove_remote_code`]): the demo loads its checkpoint with the installed package.
+    """
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
-    (output_dir / TRAINING_RECORD).write_text(json.dumps(record, indent=1) + "\n")
+    remove_remote_code(output_dir)
+    write_training_record(output_dir, record)
     write_model_card(output_dir, record)
-
-
-def write_model_card(output_dir: str | Path, record: dict[str, Any]) -> None:
-    """The package's `tiny-demo` card (`hub_cards/tiny-demo.md`) with this checkpoint's training and numbers."""
-    from ..hub import render_model_card
-
-    output_dir = Path(output_dir)
-
-    card = render_model_card(
-        "tiny-demo",
-        training_summary=training_summary(record),
-        demo_command="sqllava demo                                  # the committed checkpoint\n"
-        "sqllava demo --retrain                        # retrain it first (~20 min on 2 CPU cores)\n"
-        "python -m transformers_sqllava.demo.train --output-dir my-demo   # train only",
-    )
-    card.save(output_dir / "README.md")
-
-
-def training_summary(record: dict[str, Any]) -> str:
-    """The model card's "Training" section: what was trained, how, and (when evaluated) the demo's numbers."""
-    config = record["training_config"]
-    tokens = (config["image_size"] // config["patch_size"]) ** 2
-    stage0 = record.get("vision_pretraining")
-    order = (
-        "the first question before the image (`USER: Q\\n<image>`, `images_first=False`)"
-        if config.get("question_before_image")
-        else "the image before the question (`USER: <image>\\nQ`)"
-    )
-    system_prompt = config.get("system_prompt", "v1_sq")
-    lines = [
-        "Trained from scratch (no pretrained weights: nothing is downloaded) by "
-        "`python -m transformers_sqllava.demo.train`, the language stages with TRL's `SFTTrainer`:",
-        "",
-    ]
-    if stage0:
-        lines.append(
-            f"0. vision pretraining, the stand-in for CLIP's own: the vision tower, prototype extractor and projector "
-            f"learn to write into each image token a fixed random code of its grid cell's contents (colour + shape + "
-            f"size + cell), {config['vision_pretraining_steps']} steps of batch "
-            f"{config['vision_pretraining_batch_size']} (MSE {stage0['loss']}; on fresh scenes colour, shape, size "
-            f"and cell decode right for {stage0['colour']:.0%}, {stage0['shape']:.0%}, {stage0['size']:.0%}, {stage0['cell']:.0%} of cells); "
-            "then this image path is frozen, as LLaVA freezes CLIP;"
-        )
-    lines += [
-        f"1. alignment: image -> caption in the plain format (`SQLlavaAlignmentCollator`), "
-        f"{config['alignment_steps']} steps, learning rate {config['alignment_learning_rate']}; mean loss "
-        f"{record.get('alignment_loss')};",
-        f"2. self-questioning instruction tuning (`SQLlavaSelfQuestioningCollator`, `sq_ratio={config['sq_ratio']}`, "
-        f"system prompt {system_prompt!r}, {order}): {config['max_steps']} steps, learning rate "
-        f"{config['learning_rate']}; mean loss {record['train_loss']}.",
-        "",
-        f"Batches of {config.get('alignment_batch_size', config['batch_size'])} (stage 1) and {config['batch_size']} "
-        f"(stage 2) samples about {config['num_train_scenes']} generated scenes, AdamW "
-        f"(cosine schedule, 5% warmup), seed {config['seed']}; {record['training_minutes']} minutes on "
-        f"{record['torch_threads']} CPU thread(s) of a 2-core machine.",
-        "",
-        f"- vision tower: CLIP, {config['image_size']} px images, patch {config['patch_size']} ({tokens} image "
-        f"tokens), width {config['vision_hidden_size']}, {config['vision_layers']} layers;",
-        f"- prototype extractor: {config['num_prototypes']} prototypes;",
-        f"- language model: Llama, width {config['text_hidden_size']}, {config['text_layers']} layers; "
-        f"tokenizer trained with `tokenizers` on the scene language, virtual-user marker `[vusr]`;",
-        f"- {record['num_parameters'] / 1e6:.2f} M parameters, fp32.",
-    ]
-    evaluation = record.get("evaluation")
-    if evaluation:
-        lines += [
-            "",
-            "Held-out results of `sqllava demo` (scenes never seen in training, judged by the scene checker):",
-            "",
-            f"- answer accuracy: {evaluation['answer_accuracy']:.1%} over {evaluation['num_questions']} questions;",
-            f"- self-asked questions valid and answerable for their scene: {evaluation['valid_question_share']:.1%} "
-            f"of {evaluation['num_self_asked_questions']}; its answers to them: "
-            f"{evaluation['self_answer_accuracy']:.1%} right;",
-            f"- descriptions listing exactly the scene's objects: {evaluation['description_accuracy']:.1%} of "
-            f"{evaluation['num_descriptions']}.",
-            "",
-            "The demo's targets are an answer accuracy of at least 90% and at least 80% valid self-asked questions"
-            + (
-                "; this checkpoint meets both."
-                if evaluation["answer_accuracy"] >= 0.9 and evaluation["valid_question_share"] >= 0.8
-                else '; this checkpoint does **not** meet them yet (see the project README, "The offline demo").'
-            ),
-        ]
-    return "\n".join(lines)
-
-
-def load_training_record(checkpoint: str | Path) -> dict[str, Any]:
-    """The `demo_training.json` of a checkpoint folder (training config, loss, time)."""
-    path = Path(checkpoint) / TRAINING_RECORD
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} is missing: the demo needs a checkpoint written by `python -m transformers_sqllava.demo.train`."
-        )
-    return json.loads(path.read_text())
 
 
 def _parse_bool(text: str) -> bool:
