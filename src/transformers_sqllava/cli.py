@@ -25,7 +25,7 @@ import importlib
 
 
 SUBCOMMAND_MODULES = (
-    "transformers_sqllava.conversion",  # sqllava convert
+    "transformers_sqllava.commands.convert",  # sqllava convert
     "transformers_sqllava.commands.generate",  # sqllava generate
     "transformers_sqllava.commands.demo",  # sqllava demo
 )

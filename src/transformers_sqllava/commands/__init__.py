@@ -1,1 +1,1 @@
-"""Subcommands of the `sqllava` command that are not part of a library module (see `transformers_sqllava.cli`)."""
+"""The subcommands of the `sqllava` command, one module each (see `transformers_sqllava.cli`)."""
