@@ -452,3 +452,15 @@ def test_without_extractor_equals_transformers_llava():
     llava.load_state_dict(sqllava.state_dict(), strict=True)  # same names: multi_modal_projector.linear_1/2
     inputs = make_inputs()
     torch.testing.assert_close(sqllava(**inputs).logits, llava(**inputs).logits)
+
+
+def test_prototype_extractor_saves_and_loads_on_its_own(tmp_path):
+    # The extractor is a PreTrainedModel: it can be saved, shared and reloaded without the rest of the model.
+    model = SQLlavaForConditionalGeneration(tiny_config()).eval()
+    extractor = model.model.multi_modal_projector.prototype_extractor
+    extractor.save_pretrained(tmp_path)
+    loaded = SQLlavaPrototypeExtractor.from_pretrained(tmp_path).eval()
+    features = torch.randn(2, 16, extractor.config.vision_config.hidden_size)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(features), extractor(features), rtol=0, atol=0)
+    assert loaded.num_prototypes == extractor.num_prototypes == tiny_config().num_prototypes
