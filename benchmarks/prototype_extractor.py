@@ -18,8 +18,8 @@ Three implementations of the projector, all holding the **same weights**:
 - `sqllava`: the package's `SQLlavaMultiModalProjector` (`SQLlavaPrototypeExtractor` + Linear -> QuickGELU -> Linear),
   which aggregates clusters with `scatter_add` and dispatches them back with `gather`;
 - `reference`: `ReferenceClustering` below, a faithful re-implementation of the reference `Clustering` module
-  (sqllava-reference.md §1.3) with its parameter names `c`, `v`, `f`, `sim_alpha`, `sim_beta`, `mlp`, which
-  materialises the batch x prototypes x tokens x channels products exactly as the reference does (§8.4);
+  (docs/original.md#prototype-extractor) with its parameter names `c`, `v`, `f`, `sim_alpha`, `sim_beta`, `mlp`, which
+  materialises the batch x prototypes x tokens x channels products exactly as the reference does (docs/original.md#broadcast-memory-cost);
 - `mlp`: the package's projector with `use_prototype_extractor=False` (plain LLaVA-1.5 MLP), the floor.
 
 Each is measured for an inference forward (`torch.no_grad`) and a training step (forward + backward of a fixed random
@@ -85,7 +85,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 @dataclass(frozen=True)
 class Sizes:
-    """Projector sizes. The defaults are SQ-LLaVA-7B's: CLIP-L features in, Vicuna-7B width out (reference §1.3)."""
+    """Projector sizes. The defaults are SQ-LLaVA-7B's: CLIP-L features in, Vicuna-7B width out (docs/original.md#prototype-extractor)."""
 
     channels: int = 1024
     hidden_size: int = 4096
@@ -113,7 +113,7 @@ def pairwise_cos_sim(x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
 
 
 class ReferenceClustering(nn.Module):
-    """The reference `Clustering(channels, channels_out, num_centers, num_clusters)` (sqllava-reference.md §1.3).
+    """The reference `Clustering(channels, channels_out, num_centers, num_clusters)` (docs/original.md#prototype-extractor).
 
     Written the way the reference writes it, including its names and its quirks: the 4th argument is the number of
     iterations, the keys are normalised over tokens, `ln_1` exists but is unused, and the aggregate and dispatch are
@@ -130,7 +130,7 @@ class ReferenceClustering(nn.Module):
         self.centers_proposal = nn.AdaptiveAvgPool1d(num_centers)
         self.softmax = nn.Softmax(dim=-2)
         self.clust_itr = num_clusters
-        self.ln_1 = nn.LayerNorm(channels)  # in the checkpoint, never called (§1.3)
+        self.ln_1 = nn.LayerNorm(channels)  # in the checkpoint, never called (docs/original.md#prototype-extractor)
         self.mlp = nn.Sequential(nn.Linear(channels, channels_out), QuickGELU(), nn.Linear(channels_out, channels_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -149,7 +149,7 @@ class ReferenceClustering(nn.Module):
         mask = torch.zeros_like(similarity)
         mask.scatter_(1, max_idx, 1.0)
         similarity = similarity * mask
-        # The two broadcasts below each materialise a [B, N, L, C] tensor (§8.4).
+        # The two broadcasts below each materialise a [B, N, L, C] tensor (docs/original.md#broadcast-memory-cost).
         out = ((feature.unsqueeze(1) * similarity.unsqueeze(-1)).sum(dim=2) + centers_feature) / (
             mask.sum(dim=-1, keepdim=True) + 1.0
         )

@@ -13,7 +13,7 @@
 # limitations under the License.
 """
 SQ-LLaVA stage 2: visual self-questioning instruction tuning with TRL's `SFTTrainer` and PEFT
-(sqllava-reference.md §5.2): LoRA on the language model (r 128) and on the vision layers that feed the features
+(docs/original.md#training-recipe): LoRA on the language model (r 128) and on the vision layers that feed the features
 (r 32), extractor + projector trained fully, learning rates 2e-4 / 2e-5 / 2e-5, cosine, warmup 0.03, and the
 self-questioning collator (each later user turn of an image sample becomes a question the model learns to ask, with
 probability `--sq_ratio`).
@@ -47,7 +47,7 @@ accelerate launch --config_file examples/accelerate/deepspeed_zero3.yaml example
 ```
 
 (The released recipe: global batch 128, `sq_r 0.5`, one epoch; `--vision_lora_gradients reference` reproduces the
-reference's untrained ViT LoRA, §5.4.) The adapter is saved in `output_dir`; `PeftModel.from_pretrained(base, dir)`
+reference's untrained ViT LoRA, docs/original.md#the-vit-lora-never-trains.) The adapter is saved in `output_dir`; `PeftModel.from_pretrained(base, dir)`
 and `merge_and_unload()` give a plain SQ-LLaVA model.
 """
 
@@ -196,7 +196,7 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model=None, pro
         train_dataset=dataset,
         data_collator=collator,
         processing_class=processor,
-        # Three learning rates: LLM LoRA, ViT LoRA, extractor + projector (§5.5).
+        # Three learning rates: LLM LoRA, ViT LoRA, extractor + projector (docs/original.md#learning-rate-groups).
         optimizer_cls_and_kwargs=stage2_optimizer_cls_and_kwargs(config, args=training_args),
         callbacks=[SQLlavaCollatorCallback(collator)],
     )
@@ -210,8 +210,9 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model=None, pro
 
 def make_parser(stage: int = 2) -> TrlParser:
     parser = TrlParser((ScriptArguments, SFTConfig))
-    # The recipe's defaults (lr, cosine, warmup 0.03, one epoch) and what SFTTrainer needs for SQ-LLaVA rows (design
-    # §6): keep the `images`/`messages` columns, let the collator tokenise, never truncate through image tokens.
+    # The recipe's defaults (lr, cosine, warmup 0.03, one epoch) and what SFTTrainer needs for SQ-LLaVA rows
+    # (docs/training.md#with-trl-ddp-and-bitsandbytes): keep the `images`/`messages` columns, let the collator
+    # tokenise, never truncate through image tokens.
     parser.set_defaults(**sft_config_kwargs(stage=stage), logging_steps=1)
     return parser
 

@@ -1,4 +1,4 @@
-"""SQ-LLaVA's chat template renders the reference's prompts character for character (sqllava-reference.md §3.2)."""
+"""SQ-LLaVA's chat template renders the reference's prompts character for character (docs/original.md#prompt-format-and-the-two-system-prompts)."""
 
 import pytest
 from conftest import tiny_processor
@@ -7,7 +7,7 @@ from jinja2.exceptions import TemplateError
 from transformers_sqllava import SYSTEM_PROMPT_V1, SYSTEM_PROMPT_V1_SQ, build_chat_template
 from transformers_sqllava.training import conversation_segments
 
-# Copied verbatim from sqllava-reference.md §3.2 (v1_sq keeps the reference's missing space, "questions.Also").
+# Copied verbatim from the original's `llava/conversation.py` (docs/original.md#prompt-format-and-the-two-system-prompts) (v1_sq keeps the reference's missing space, "questions.Also").
 REFERENCE_V1 = (
     "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, "
     "and polite answers to the user's questions."

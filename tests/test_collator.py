@@ -1,7 +1,7 @@
 """The self-questioning collator (stage 2) and the alignment collator (stage 1): label masks decoded back to the
 trained spans, ids equal to the processor's, vuser draws (statistics, eligibility, seeds), overflow policies.
 
-Reference: sqllava-reference.md §4.5 (stage 1 "plain") and §4.6 (stage 2 `preprocess_v1_sq2`)."""
+Reference: docs/original.md#stage-1-labels (stage 1 "plain") and docs/original.md#stage-2-labels-and-vuser-turns (stage 2 `preprocess_v1_sq2`)."""
 
 import pickle
 
@@ -172,7 +172,7 @@ def test_text_only_samples_use_the_v1_sq_prompt_and_keep_their_user_turns(sq_pro
     assert "pixel_values" not in batch
     assert decoded_spans(sq_processor, batch) == ["A red circle and a blue square.</s>", "Two.</s>", "On the left of the circle.</s>"]
     rendered = sq_processor.tokenizer.decode(batch["input_ids"][0])
-    assert "questions.Also" in rendered  # the v1_sq prompt, for text-only samples too (§3.3)
+    assert "questions.Also" in rendered  # the v1_sq prompt, for text-only samples too (docs/original.md#which-system-prompt-where)
 
 
 def test_batch_is_right_padded_with_the_pad_token(sq_processor):
@@ -192,7 +192,7 @@ def test_stage1_alignment_masks(sq_processor):
     messages = [user("Describe the image briefly.", with_image=True), assistant("a red circle on grey")]
     batch = collator([{"images": [image()], "messages": messages}])
     ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
-    # <s> <image>x16 "a red circle on grey\n": no system prompt, no instruction, no EOS (§4.5).
+    # <s> <image>x16 "a red circle on grey\n": no system prompt, no instruction, no EOS (docs/original.md#stage-1-labels).
     assert ids[: 1 + IMAGE_TOKENS] == [1] + [sq_processor.image_token_id] * IMAGE_TOKENS
     assert labels[: 1 + IMAGE_TOKENS] == [-100] * (1 + IMAGE_TOKENS)
     assert sq_processor.tokenizer.eos_token_id not in ids

@@ -1,6 +1,6 @@
-"""Converting the original SQ-LLaVA checkpoint layouts (sqllava-reference.md §6), on tiny checkpoints built on disk.
+"""Converting the original SQ-LLaVA checkpoint layouts (docs/original.md#release-layout), on tiny checkpoints built on disk.
 
-The checkpoints use the original key names exactly (§6.2), bf16 where the release is bf16, non-zero LoRA B matrices,
+The checkpoints use the original key names exactly (docs/original.md#release-layout), bf16 where the release is bf16, non-zero LoRA B matrices,
 and scalings that differ between the LLM LoRA (alpha / r = 2) and the ViT LoRA (3), so a mixed-up scaling shows. The
 converted model is compared with a direct implementation of the reference forward written here with the original
 names: CLIP hidden state -2 without CLS, the `Clustering` formulas, the image features spliced at the `-200` position,
@@ -104,7 +104,7 @@ def save_sharded_bin(state: dict[str, torch.Tensor], folder: Path, num_shards: i
 
 
 def original_llava_config(vision_tower: str) -> dict:
-    """The flat config.json the original training writes (reference §6.3)."""
+    """The flat config.json the original training writes (docs/original.md#release-layout)."""
     config = LlamaConfig(**TINY_LLAMA).to_dict()
     config.update(
         architectures=["LlavaLlamaForCausalLM"], model_type="llava", mm_vision_tower=vision_tower,
@@ -280,7 +280,7 @@ def copy_release(release: OriginalRelease, tmp_path: Path) -> Path:
 
 
 def reference_clustering(x: torch.Tensor, p: dict[str, torch.Tensor], num_centers: int, iterations: int = 2):
-    """The reference `Clustering.forward` (§1.3), with its own parameter names and broadcasts (`ln_1` unused)."""
+    """The reference `Clustering.forward` (docs/original.md#prototype-extractor), with its own parameter names and broadcasts (`ln_1` unused)."""
     def linear(name, tensor):
         return F.linear(tensor, p[f"model.mm_projector.{name}.weight"], p[f"model.mm_projector.{name}.bias"])
 
@@ -339,7 +339,7 @@ def reference_logits(release: OriginalRelease, ids: list[int], pixel_values: tor
 
 
 def tokenizer_image_token(tokenizer, prompt: str) -> list[int]:
-    """The reference's `tokenizer_image_token` (§3.4): chunks tokenised apart, one BOS, `-200` between them."""
+    """The reference's `tokenizer_image_token` (docs/original.md#tokenisation-chunk-by-chunk): chunks tokenised apart, one BOS, `-200` between them."""
     chunks = [tokenizer(chunk).input_ids for chunk in prompt.split("<image>")]
     ids = chunks[0]
     for chunk in chunks[1:]:
@@ -400,7 +400,7 @@ def test_lora_release_matches_reference_forward(converted, release):
 
 def test_merged_checkpoint_matches_reference_forward(release, tmp_path):
     # Sharded .bin + index, an unmerged CLIP copy inside (dropped), a full CLIPModel as `--vision-tower` (text tower
-    # dropped); the merged layout never carries a ViT LoRA (§6.5), so the reference runs the plain tower.
+    # dropped); the merged layout never carries a ViT LoRA (docs/original.md#merge-scripts-and-conversion-facts), so the reference runs the plain tower.
     out = convert_sqllava_checkpoint(
         release.merged_dir, tmp_path / "out", vision_tower=release.clip_full_dir, dtype="float32", **CONVERT_KWARGS
     )
@@ -428,7 +428,7 @@ def test_output_folder_contents(converted):
 
     processor = AutoProcessor.from_pretrained(converted)
     assert isinstance(processor, SQLlavaProcessor)
-    assert processor.vuser_token == "VUSER"  # the plain-text marker the release learned (design.md §4)
+    assert processor.vuser_token == "VUSER"  # the plain-text marker the release learned (docs/original.md#the-vuser-marker)
     assert processor.image_processor.do_pad and processor.image_processor.crop_size["height"] == 16
     messages = [
         {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Q0"}]},

@@ -53,7 +53,7 @@ def test_image_and_text_only_rows(tmp_path):
     row = dataset[0]
     assert row["id"] == "000000033471"
     assert row["messages"] == [
-        # preprocess_multimodal (§4.3): the image first, the placeholder gone, the text stripped.
+        # preprocess_multimodal (docs/original.md#training-data): the image first, the placeholder gone, the text stripped.
         {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is it?"}]},
         {"role": "assistant", "content": [{"type": "text", "text": "Red."}]},
         {"role": "user", "content": [{"type": "text", "text": "Is it square?"}]},
@@ -171,7 +171,7 @@ def test_top_level_must_be_a_list(tmp_path):
 
 
 def test_length_column_counts_words_and_128_per_image(tmp_path):
-    # The reference's `lengths` (§4.2): words of all turns, plus 128 for an image sample.
+    # The reference's `lengths` (docs/original.md#training-data): words of all turns, plus 128 for an image sample.
     path = _write_samples(tmp_path, [IMAGE_SAMPLE, TEXT_SAMPLE])
     dataset = load_llava_dataset(path, tmp_path / "images")
     assert dataset[0]["length"] == len("What colour is it? Red. Is it square? No.".split()) + 128

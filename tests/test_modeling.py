@@ -27,7 +27,7 @@ IMAGE_TOKEN = 419
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# A straightforward implementation of the reference `Clustering` forward (sqllava-reference.md §1.3), written with the
+# A straightforward implementation of the reference `Clustering` forward (docs/original.md#prototype-extractor), written with the
 # reference's own broadcasts and parameter roles, to check the package's scatter/gather form against.
 # --------------------------------------------------------------------------------------------------------------------
 
@@ -125,7 +125,7 @@ def test_extractor_ties_resolve_to_first_prototype_like_reference():
 
 
 def test_negative_alpha_selects_least_similar_prototype():
-    # sigmoid is monotonic: with alpha < 0 the arg-max gate is the arg-min cosine (reference §1.3 step 4).
+    # sigmoid is monotonic: with alpha < 0 the arg-max gate is the arg-min cosine (reference docs/original.md#prototype-extractor step 4).
     torch.manual_seed(0)
     extractor = make_extractor().double()
     x = torch.randn(1, 20, 24, dtype=torch.float64)
@@ -149,7 +149,7 @@ def test_projector_with_mlp_matches_reference_and_keeps_token_count():
     out = projector(x)
     assert out.shape == (2, 16, config.text_config.hidden_size)
     torch.testing.assert_close(out, reference_clustering(x, projector.prototype_extractor, mlp))
-    # QuickGELU, not GELU (reference §1.3 "mlp.1").
+    # QuickGELU, not GELU (reference docs/original.md#prototype-extractor "mlp.1").
     hidden = torch.linspace(-3, 3, 7, dtype=torch.float64)
     torch.testing.assert_close(projector.act(hidden), hidden * torch.sigmoid(1.702 * hidden))
 
@@ -181,7 +181,7 @@ def test_half_precision_extractor_is_finite_and_close_to_fp32():
     bf16 = copy.deepcopy(extractor).bfloat16()
     out = bf16(x.bfloat16())
     assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
-    # bf16 rounding of the key/value projections can move a few tokens to another prototype (reference §8.3): most
+    # bf16 rounding of the key/value projections can move a few tokens to another prototype (docs/original.md#fp16-routing): most
     # elements agree, not all.
     close = (out.float() - expected).abs() <= 0.02 * expected.abs() + 5.0
     assert close.float().mean() > 0.9

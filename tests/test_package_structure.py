@@ -149,7 +149,7 @@ def test_docs_links_resolve():
     for page in (REPOSITORY / "docs").glob("*.md"):
         anchors[page.name] = {slug(line.lstrip("#")) for line in page.read_text().splitlines() if line.startswith("#")}
     missing = []
-    pattern = re.compile(r"docs/([\w\-]+\.md)(?:#([\w\-]+))?")
+    pattern = re.compile(r"(?<![/\w])docs/([\w\-]+\.md)(?:#([\w\-]+))?")  # not inside a URL
     for path in tracked_files():
         if path.suffix not in {".py", ".md", ".jinja"} or not path.is_file():
             continue

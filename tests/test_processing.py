@@ -35,7 +35,7 @@ SELF_QUESTION = MULTI_TURN[:2]
 
 
 def reference_ids(tokenizer, prompt: str, image_id: int, copies: int = 1) -> list[int]:
-    """The reference's `tokenizer_image_token` (§3.4): split on <image>, tokenise each chunk with BOS, keep only the
+    """The reference's `tokenizer_image_token` (docs/original.md#tokenisation-chunk-by-chunk): split on <image>, tokenise each chunk with BOS, keep only the
     first BOS, join with one image id (here repeated `copies` times, as the processor expands it)."""
     chunks = [tokenizer(chunk).input_ids for chunk in prompt.split("<image>")]
     ids = list(chunks[0])
@@ -97,7 +97,7 @@ def test_ids_equal_the_reference_chunk_by_chunk_tokenisation(processor, llama_to
 
 def test_text_after_eos_gets_the_dummy_prefix(processor):
     # "</s> ASSISTANT:" after a vuser turn: the chunk " ASSISTANT:" starts with a space and sentencepiece still
-    # prepends "▁", giving "▁" + "▁A..." (reference §3.2, §3.6). "</s>VUSER" gives "▁" + "V...".
+    # prepends "▁", giving "▁" + "▁A..." (the reference (docs/original.md#prompt-format-and-the-two-system-prompts), docs/original.md#self-questioning-at-inference). "</s>VUSER" gives "▁" + "V...".
     ids = processor(text="A0</s>VUSER: Q1</s> ASSISTANT:")["input_ids"]
     tokens = processor.tokenizer.convert_ids_to_tokens(ids)
     first_eos = tokens.index("</s>")

@@ -1,4 +1,4 @@
-"""Self-questioning inference (sqllava-reference.md §3.6): prompts, batching, dialogues, stopping and streaming."""
+"""Self-questioning inference (docs/original.md#self-questioning-at-inference): prompts, batching, dialogues, stopping and streaming."""
 
 import json
 
@@ -134,12 +134,12 @@ def test_round_conversations_render_the_reference_prompts(processor, images):
     assert render(description_conversation(image), "assistant") == (
         SYSTEM_PROMPT_V1_SQ + " USER: <image>\nCan you describe the image in detail? ASSISTANT:"
     )
-    # Reference §3.6 step 4, the demo's self-question prompt.
+    # Reference docs/original.md#self-questioning-at-inference step 4, the demo's self-question prompt.
     assert render(question_conversation(image, "A red circle."), "vuser") == (
         SYSTEM_PROMPT_V1_SQ
         + " USER: <image>\nCan you describe the image in detail? ASSISTANT: A red circle.</s>VUSER:"
     )
-    # Answers use the training format "</s> ASSISTANT:" (reference §3.2), not visual_qa.py's "</s>ASSISTANT:".
+    # Answers use the training format "</s> ASSISTANT:" (docs/original.md#prompt-format-and-the-two-system-prompts), not visual_qa.py's "</s>ASSISTANT:".
     assert render(answer_conversation(image, "A red circle.", "Why?"), "assistant") == (
         SYSTEM_PROMPT_V1_SQ
         + " USER: <image>\nCan you describe the image in detail? ASSISTANT: A red circle.</s>"

@@ -43,7 +43,7 @@ CITATION = """\
 
 BENCHMARKS = ("VQAv2", "GQA", "VizWiz", "SQA-I", "TextVQA", "POPE", "MMB", "MMB-CN", "LLaVA-W", "MM-Vet")
 
-# The released checkpoints (sqllava-reference.md §6.6: docs/MODEL_ZOO.md; the same numbers as the paper's Table 1,
+# The released checkpoints (the original's MODEL_ZOO.md, docs/original.md#release-layout; the same numbers as the paper's Table 1,
 # "SQ-LLaVA, ShareGPT4V data" rows). Reported by the authors, not re-measured here.
 RELEASES = {
     "sqllava-7b": {
@@ -113,7 +113,7 @@ def render_model_card(kind: str, **fields) -> ModelCard:
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag="image-text-to-text",
-        # The weights derive from Vicuna-v1.5, i.e. Llama 2 (sqllava-reference.md §9).
+        # The weights derive from Vicuna-v1.5, i.e. Llama 2 (docs/original.md#license).
         license="llama2",
         language=["en"],
         base_model=base_model,

@@ -23,14 +23,14 @@ import PIL.Image
 from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
 
 
-# Reference §4.2: `expand2square` fills with tuple(int(m * 255) for m in image_mean).
+# The reference (docs/original.md#image-preprocessing): `expand2square` fills with tuple(int(m * 255) for m in image_mean).
 CLIP_MEAN_COLOUR = (122, 116, 104)
 
 
 class SQLlavaImageProcessor(LlavaImageProcessorPil):
     r"""
     SQ-LLaVA's image processor (PIL/NumPy backend, no torchvision): the reference's `expand2square`, then CLIP
-    preprocessing at 336 px (sqllava-reference.md §4.2).
+    preprocessing at 336 px (docs/original.md#image-preprocessing).
 
     It is LLaVA's PIL image processor, whose `do_pad` pads to a square with `int(255 * image_mean)` (the CLIP mean
     colour (122, 116, 104)) and the image centred at offset `(max - size) // 2`, exactly as `expand2square`, with two
@@ -59,7 +59,7 @@ class SQLlavaImageProcessor(LlavaImageProcessorPil):
     do_pad = True
 
     def fetch_images(self, image_url_or_urls):
-        # Reference §4.2 opens files with `Image.open(...)`: no EXIF transpose (transformers' `load_image` does one).
+        # Reference docs/original.md#image-preprocessing opens files with `Image.open(...)`: no EXIF transpose (transformers' `load_image` does one).
         if isinstance(image_url_or_urls, (str, os.PathLike)) and os.path.isfile(image_url_or_urls):
             image = PIL.Image.open(image_url_or_urls)
             image.load()

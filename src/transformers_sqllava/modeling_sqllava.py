@@ -17,7 +17,7 @@ This file is one of the three "Hub files" (configuration, modeling, processing):
 transformers and its siblings, so `save_pretrained` can ship it as remote code unchanged.
 
 Everything but the projector is transformers' LLaVA: the vision tower, the placeholder scatter, the language model,
-the loss and generation. The projector is the reference's `Clustering` module (sqllava-reference.md §1.3).
+the loss and generation. The projector is the reference's `Clustering` module (docs/original.md#prototype-extractor).
 """
 
 import copy
@@ -50,7 +50,7 @@ class SQLlavaPreTrainedModel(LlavaPreTrainedModel):
     def _init_weights(self, module):
         super()._init_weights(module)
         if isinstance(module, SQLlavaPrototypeExtractor):
-            # The reference starts the gate at sigmoid(0 + 1 * cos): alpha = 1, beta = 0 (§1.3).
+            # The reference starts the gate at sigmoid(0 + 1 * cos): alpha = 1, beta = 0 (docs/original.md#prototype-extractor).
             init.ones_(module.gate_scale)
             init.zeros_(module.gate_bias)
 
@@ -117,7 +117,7 @@ class SQLlavaPreTrainedModel(LlavaPreTrainedModel):
 class SQLlavaPrototypeExtractor(SQLlavaPreTrainedModel):
     r"""
     The prototype extractor of SQ-LLaVA: learned clusters that enrich each image token (reference `Clustering`,
-    sqllava-reference.md §1.3). Tokens in, the same number of tokens out, with the same width.
+    docs/original.md#prototype-extractor). Tokens in, the same number of tokens out, with the same width.
 
     For image tokens x of shape `(batch, tokens, channels)`:
 
@@ -135,7 +135,7 @@ class SQLlavaPrototypeExtractor(SQLlavaPreTrainedModel):
     come from a `scatter_add` over tokens and a `gather` back, in O(batch x tokens x channels) memory.
 
     With `config.prototype_extractor_fp32` (the default) steps 2-5 run in fp32 whatever the module dtype: in fp16
-    the gate saturates and ties between prototypes, and the unnormalised sums can overflow (reference §8.3).
+    the gate saturates and ties between prototypes, and the unnormalised sums can overflow (docs/original.md#fp16-routing).
     """
 
     def __init__(self, config: SQLlavaConfig):
@@ -188,7 +188,7 @@ class SQLlavaPrototypeExtractor(SQLlavaPreTrainedModel):
             prototypes = self._pool_tokens(tokens)
             pooled_values = self._pool_tokens(values)
             # The reference normalises the keys over the *token* axis (each channel of key_proj(x) gets unit norm
-            # across the image), not over channels: the assignment logit is not a cosine (§1.3 step 3, §1.5).
+            # across the image), not over channels: the assignment logit is not a cosine (docs/original.md#prototype-extractor step 3, docs/original.md#where-the-code-differs-from-the-paper).
             keys = F.normalize(keys, dim=1)
             prototype_weight = self.prototype_proj.weight.to(compute_dtype)
             prototype_bias = self.prototype_proj.bias.to(compute_dtype)
@@ -209,7 +209,7 @@ class SQLlavaPrototypeExtractor(SQLlavaPreTrainedModel):
             cluster_sums = torch.zeros_like(pooled_values).scatter_add(1, index, gate.unsqueeze(-1) * values)
             cluster_sizes = torch.zeros(batch_size, self.num_prototypes, dtype=compute_dtype, device=tokens.device)
             cluster_sizes = cluster_sizes.scatter_add(1, assignment, torch.ones_like(gate))
-            # The pooled value window counts as one more member of its cluster (Context-Cluster style, §1.3 step 5).
+            # The pooled value window counts as one more member of its cluster (Context-Cluster style, docs/original.md#prototype-extractor step 5).
             clusters = (cluster_sums + pooled_values) / (cluster_sizes + 1).unsqueeze(-1)
             enriched = tokens + gate.unsqueeze(-1) * clusters.gather(1, index)
         return enriched.to(input_dtype)

@@ -16,11 +16,11 @@
 This file is one of the three "Hub files" (configuration, modeling, processing): it imports only torch, transformers,
 PIL, numpy and its siblings, so `save_pretrained` can ship it as remote code unchanged.
 
-What has to match the reference (sqllava-reference.md):
+What has to match the reference (docs/original.md):
 
-- images (§4.2): pad to a square with the CLIP mean colour, then CLIP resize / centre crop / normalise;
-- prompts (§3.2): Vicuna v1 with a fourth role, the virtual user, rendered by one Jinja chat template;
-- token ids (§3.4): every text chunk between special tokens is tokenised on its own with sentencepiece's dummy
+- images (docs/original.md#image-preprocessing): pad to a square with the CLIP mean colour, then CLIP resize / centre crop / normalise;
+- prompts (docs/original.md#prompt-format-and-the-two-system-prompts): Vicuna v1 with a fourth role, the virtual user, rendered by one Jinja chat template;
+- token ids (docs/original.md#tokenisation-chunk-by-chunk): every text chunk between special tokens is tokenised on its own with sentencepiece's dummy
   prefix ("legacy" Llama behaviour), one BOS, and each `<image>` becomes `image_seq_length` image tokens.
 """
 
@@ -33,7 +33,6 @@ from transformers.image_utils import make_flat_list_of_images
 from transformers.processing_utils import ProcessingKwargs, ProcessorMixin
 from transformers.utils import logging
 
-from .image_processing_sqllava import CLIP_MEAN_COLOUR, SQLlavaImageProcessor  # noqa: F401  TEMPORARY re-export during the redesign
 
 # transformers' `sanitize_control_tokens` machinery: `mark_control_tokens` wraps each control token typed inside a
 # message in two private-use characters, so the tokenisation step can encode it as text. We reuse its markers.
@@ -43,12 +42,12 @@ from transformers.utils.chat_template_utils import _CONTROL_TOKEN_END, _CONTROL_
 logger = logging.get_logger(__name__)
 
 
-# Reference §3.2, `conv_vicuna_v1`: answering, and every benchmark (§3.3).
+# The reference (docs/original.md#prompt-format-and-the-two-system-prompts), `conv_vicuna_v1`: answering, and every benchmark (docs/original.md#which-system-prompt-where).
 SYSTEM_PROMPT_V1 = (
     "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, "
     "and polite answers to the user's questions."
 )
-# Reference §3.2, `conv_vicuna_v1_sq`: training stage 2 and self-questioning. The missing space in "questions.Also"
+# The reference (docs/original.md#prompt-format-and-the-two-system-prompts), `conv_vicuna_v1_sq`: training stage 2 and self-questioning. The missing space in "questions.Also"
 # is the reference's (its string is a concatenation); the released checkpoints were trained on it, so we keep it.
 SYSTEM_PROMPT_V1_SQ = (
     "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, "
@@ -60,7 +59,7 @@ SYSTEM_PROMPT_V1_SQ = (
 SYSTEM_PROMPTS = {"v1": SYSTEM_PROMPT_V1, "v1_sq": SYSTEM_PROMPT_V1_SQ}
 
 # The virtual user's role marker. Checkpoints converted from the original release learned the plain text "VUSER"
-# (reference §3.5: no new token); models set up by this package get the added special token "[vusr]" (paper's name).
+# (the reference (docs/original.md#the-vuser-marker): no new token); models set up by this package get the added special token "[vusr]" (paper's name).
 ORIGINAL_VUSER_MARKER = "VUSER"
 NATIVE_VUSER_TOKEN = "[vusr]"
 
@@ -73,7 +72,7 @@ _DEFAULT_VUSER_MARKER = 'vuser_token | default("[vusr]")'
 
 def build_chat_template(vuser_token: str = NATIVE_VUSER_TOKEN) -> str:
     r"""
-    Build SQ-LLaVA's Jinja chat template: Vicuna v1 (reference §3.2, `SeparatorStyle.TWO`) with the virtual user.
+    Build SQ-LLaVA's Jinja chat template: Vicuna v1 (the reference (docs/original.md#prompt-format-and-the-two-system-prompts), `SeparatorStyle.TWO`) with the virtual user.
 
     Rendering, for `n` non-system messages:
 
@@ -83,7 +82,7 @@ def build_chat_template(vuser_token: str = NATIVE_VUSER_TOKEN) -> str:
       and `{vuser_token}`. A vuser turn's text ends in `"</s>"` before its separator (reference `train.py` L522), so a
       vuser turn renders as `VUSER: question</s> `;
     - an image content block renders as `"<image>\n"`, all of a message's images before its text, as the reference's
-      `preprocess_multimodal` moves them (§4.3);
+      `preprocess_multimodal` moves them (docs/original.md#training-data);
     - `add_generation_prompt` appends `"ASSISTANT:"`, or `"{vuser_token}:"` with `generation_role="vuser"`.
 
     Turns must alternate user-or-vuser / assistant, starting with user: with that order the reference's
@@ -193,7 +192,7 @@ class SQLlavaProcessor(ProcessorMixin):
 
     - every `<image>` in the text becomes `image_seq_length` copies of the image token (576 for the real model; the
       model scatters the projected image features there) and the images become `pixel_values`;
-    - the text is tokenised as the reference's `tokenizer_image_token` does (§3.4): one BOS, and every chunk of text
+    - the text is tokenised as the reference's `tokenizer_image_token` does (docs/original.md#tokenisation-chunk-by-chunk): one BOS, and every chunk of text
       between special tokens (`<image>`, `</s>`, ...) gets sentencepiece's dummy prefix "▁", as the reference's slow
       `LlamaTokenizer` gives it, so a converted checkpoint sees the ids it was trained on. The processor encodes the
       chunks itself: transformers 5's `LlamaTokenizer` gives a chunk that starts with a space one "▁" fewer.
@@ -252,7 +251,7 @@ class SQLlavaProcessor(ProcessorMixin):
             logger.warning_once(
                 "The tokenizer has `legacy=False`: calling it directly drops sentencepiece's dummy prefix after "
                 "special tokens, unlike the reference tokenizer SQ-LLaVA checkpoints were trained with "
-                "(sqllava-reference.md §3.1). SQLlavaProcessor's own ids are not affected; load the tokenizer with `legacy=True` for code "
+                "(docs/original.md#tokenizer). SQLlavaProcessor's own ids are not affected; load the tokenizer with `legacy=True` for code "
                 "that tokenises prompts without the processor."
             )
 
@@ -335,7 +334,7 @@ class SQLlavaProcessor(ProcessorMixin):
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     def _encode_prompt(self, text: str, add_bos: bool, marked: bool) -> list[int]:
-        """Reference `tokenizer_image_token` (§3.4): split on structure tokens, encode each text chunk on its own."""
+        """Reference `tokenizer_image_token` (docs/original.md#tokenisation-chunk-by-chunk): split on structure tokens, encode each text chunk on its own."""
         control_pattern = "|".join(re.escape(token) for token in self.control_tokens)
         start, end = _CONTROL_TOKEN_START, _CONTROL_TOKEN_END
         marker_pattern = f"{start}(.*?){end}|[{start}{end}]"
@@ -396,7 +395,7 @@ class SQLlavaProcessor(ProcessorMixin):
         **kwargs,
     ):
         r"""
-        Render (and optionally tokenise) conversations in SQ-LLaVA's prompt format (reference §3.2).
+        Render (and optionally tokenise) conversations in SQ-LLaVA's prompt format (docs/original.md#prompt-format-and-the-two-system-prompts).
 
         Roles are `"system"` (optional, first), `"user"`, `"assistant"` and `"vuser"` (the virtual user); content is a
         string or `{"type": "text" | "image"}` blocks (an image block can carry `"image"`, `"url"` or `"path"`, loaded
@@ -429,7 +428,7 @@ class SQLlavaProcessor(ProcessorMixin):
                 End with the role marker of the turn to generate: `"ASSISTANT:"` or `"{vuser_token}:"`.
             generation_role (`str`, *optional*, defaults to `"assistant"`):
                 `"assistant"` to answer the last user turn, `"vuser"` to make the model ask a question after the last
-                assistant turn (self-questioning, reference §3.6).
+                assistant turn (self-questioning, reference docs/original.md#self-questioning-at-inference).
             system_prompt (`str`, *optional*):
                 The system prompt when the conversation has no system message: `"v1"` (the default: answering and
                 benchmarks, [`SYSTEM_PROMPT_V1`]) or `"v1_sq"` (self-questioning and training,

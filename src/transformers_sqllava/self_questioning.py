@@ -13,7 +13,7 @@
 # limitations under the License.
 """Self-questioning inference: the model describes an image, asks questions about it, and can answer them.
 
-This is the reference's demo flow (sqllava-reference.md §3.6, `demo/visual_questioning.py`), batched over images:
+This is the reference's demo flow (docs/original.md#self-questioning-at-inference, `demo/visual_questioning.py`), batched over images:
 
 1. **describe** (optional): `SYS USER: <image>\\nCan you describe the image in detail? ASSISTANT:`, greedy,
    at most 1024 new tokens;
@@ -23,16 +23,16 @@ This is the reference's demo flow (sqllava-reference.md §3.6, `demo/visual_ques
    `... ASSISTANT: {description}</s>VUSER: {question}</s> ASSISTANT:`, greedy, at most 1024 new tokens.
 
 `SYS` is the `v1_sq` system prompt for every round, as in the demo. Every round stops at `</s>`; each output is
-decoded with `skip_special_tokens=True`, stripped, and loses a trailing `"</s>"` (reference §3.6 step 3).
+decoded with `skip_special_tokens=True`, stripped, and loses a trailing `"</s>"` (reference docs/original.md#self-questioning-at-inference step 3).
 
 Where this differs from the reference, on purpose:
 
-- the demo crashes before asking anything (`conv.clear_message()` does not exist, reference §8.2.1); here the second
+- the demo crashes before asking anything (`conv.clear_message()` does not exist, reference docs/original.md#self-questioning-at-inference); here the second
   round starts from a fresh conversation, which is what the demo meant;
-- images are padded to a square with the CLIP mean colour, as in training (the demo only centre-crops, §7.3);
+- images are padded to a square with the CLIP mean colour, as in training (the demo only centre-crops, docs/original.md#evaluation-and-decoding);
 - answers follow the **training** format `</s> ASSISTANT:` (a space after `</s>`), rendered by the chat template;
   `visual_qa.py` appends the ids of `ASSISTANT:` directly after the generated `</s>`, without the space piece the model
-  was trained on (§3.6, §8.2.9);
+  was trained on (docs/original.md#self-questioning-at-inference, docs/original.md#self-questioning-at-inference);
 - rendered prompts are tokenised with message text escaped (`tokenize=True` of the chat template), so a generated
   description or question that spells out `</s>` or `<image>` stays text instead of closing a turn;
 - the ViT LoRA question does not arise: a converted checkpoint has it merged (the demo ignored `--lora_pretrain`).
@@ -54,9 +54,9 @@ from .processing_sqllava import SYSTEM_PROMPTS
 
 DESCRIPTION_PROMPT = "Can you describe the image in detail?"
 
-# Reference §3.6 step 3 (round 1) and `visual_qa.py` (answers): greedy, `max_new_tokens=1024`.
+# Reference docs/original.md#self-questioning-at-inference step 3 (round 1) and `visual_qa.py` (answers): greedy, `max_new_tokens=1024`.
 DESCRIPTION_GENERATION_DEFAULTS = {"do_sample": False, "num_beams": 1, "max_new_tokens": 1024}
-# Reference §3.6 step 5 (`demo/visual_questioning.py`): the question sampling of the demo and of `visual_qa.py`.
+# Reference docs/original.md#self-questioning-at-inference step 5 (`demo/visual_questioning.py`): the question sampling of the demo and of `visual_qa.py`.
 QUESTION_GENERATION_DEFAULTS = {
     "do_sample": True,
     "temperature": 1.2,
@@ -82,7 +82,7 @@ def _merge_generation_kwargs(defaults: dict[str, Any], overrides: dict[str, Any]
 class SelfQuestioningConfig:
     r"""
     Settings of [`self_question`] and [`stream_self_questioning`]. The defaults are the reference demo's
-    (sqllava-reference.md §3.6).
+    (docs/original.md#self-questioning-at-inference).
 
     Args:
         num_questions (`int`, *optional*, defaults to 3):
@@ -202,7 +202,7 @@ class SelfQuestioningChunk:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Conversations of the three rounds (the chat template renders them as the reference's prompts, §3.2)
+# Conversations of the three rounds (the chat template renders them as the reference's prompts, docs/original.md#prompt-format-and-the-two-system-prompts)
 # --------------------------------------------------------------------------------------------------------------------
 
 
@@ -230,7 +230,7 @@ def answer_conversation(
 
 
 def clean_generated_text(text: str, stop_string: str = "</s>") -> str:
-    """Reference §3.6 step 3: strip, drop a trailing stop string, strip again."""
+    """Reference docs/original.md#self-questioning-at-inference step 3: strip, drop a trailing stop string, strip again."""
     text = text.strip()
     if text.endswith(stop_string):
         text = text[: -len(stop_string)]
@@ -321,7 +321,7 @@ def self_question(
 ) -> list[SelfQuestioningResult]:
     r"""
     Self-questioning for a batch of images: describe each image, ask `config.num_questions` questions about it, and
-    optionally answer them (sqllava-reference.md §3.6; see the module docstring for the deliberate differences).
+    optionally answer them (docs/original.md#self-questioning-at-inference; see the module docstring for the deliberate differences).
 
     Each round is one `generate` call over all images, left-padded. The `num_questions` questions of an image come
     from repeating its prompt `num_questions` times in the batch rather than from `num_return_sequences`: transformers

@@ -43,7 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--no-merge", action="store_true", help="write the base model + a PEFT adapter instead")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the output folder to this Hub repo")
     parser.add_argument("--private", action="store_true", default=None, help="create the Hub repo as private")
-    # The reference hard-codes 256 prototypes and 2 iterations (§1.3); these exist for test-sized checkpoints only.
+    # The reference hard-codes 256 prototypes and 2 iterations (docs/original.md#prototype-extractor); these exist for test-sized checkpoints only.
     parser.add_argument("--num-prototypes", type=int, default=256, help=argparse.SUPPRESS)
     parser.add_argument("--prototype-iterations", type=int, default=2, help=argparse.SUPPRESS)
     parser.set_defaults(func=run)

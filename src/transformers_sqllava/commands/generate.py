@@ -16,9 +16,9 @@
     sqllava generate --model PATH_OR_HUB_ID --image photo.jpg --prompt "What is unusual about this image?"
     sqllava generate --model PATH_OR_HUB_ID --image photo.jpg --self-question 3 --answer-questions --json
 
-A prompt is answered greedily with the v1 system prompt (the reference's benchmark setting, sqllava-reference.md
-§7.2) and streamed to stdout. `--self-question N` runs the reference demo's flow (§3.6, see
-`transformers_sqllava.self_questioning`): a greedy description, then N sampled questions (temperature 1.2, top-k 300,
+A prompt is answered greedily with the v1 system prompt (the reference's benchmark setting,
+docs/original.md#evaluation-and-decoding) and streamed to stdout. `--self-question N` runs the reference demo's flow
+(docs/original.md#self-questioning-at-inference, `transformers_sqllava.self_questioning`): a greedy description, then N sampled questions (temperature 1.2, top-k 300,
 top-p 0.95), streamed as they are written. `--json` prints one JSON object instead, when everything is done.
 """
 
@@ -41,7 +41,8 @@ from ..self_questioning import (
 
 
 DTYPES = {"auto": "auto", "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-# Reference §7.2: answers (benchmarks and the demo's description round) get at most 1024 new tokens.
+# The reference (docs/original.md#evaluation-and-decoding) gives answers (benchmarks, the demo's description round) at most
+# 1024 new tokens.
 DEFAULT_ANSWER_MAX_NEW_TOKENS = 1024
 
 

@@ -13,13 +13,13 @@
 # limitations under the License.
 r"""Convert the released SQ-LLaVA checkpoints (github.com/heliossun/SQ-LLaVA) to transformers-sqllava.
 
-The original code writes two layouts (sqllava-reference.md §6):
+The original code writes two layouts (docs/original.md#release-layout):
 
 - **the LoRA release** (`ZachSun/sqllava-lora-7b`, `ZachSun/sqllava-lora-13b`): `config.json`, `adapter_config.json`,
   `adapter_model.bin|safetensors` (the LLM LoRA, plus a copy of the ViT LoRA), `non_lora_trainables.bin` (the
   `Clustering` projector) and `Vit-lora/` (the ViT LoRA and its own config), on top of a base LLM (`--model-base`);
 - **a merged checkpoint** written by the original `scripts/merge_lora_weights.py`: the LLM with its LoRA merged,
-  `model.mm_projector.*`, and an unmerged copy of CLIP that the reference ignores (§6.5); possibly sharded.
+  `model.mm_projector.*`, and an unmerged copy of CLIP that the reference ignores (docs/original.md#merge-scripts-and-conversion-facts); possibly sharded.
 
 In both, the vision tower is the CLIP checkpoint named by the original config's `mm_vision_tower`.
 

@@ -125,7 +125,7 @@ def read_original_config(model_dir: Path) -> dict:
     """The original `config.json`, read as JSON and checked to be an SQ-LLaVA one this converter supports.
 
     It is a flat Llama config with `model_type "llava"`, which modern transformers maps to its own `LlavaConfig` and
-    would mis-parse (reference §8.2 item 12), so it is never given to `AutoConfig`.
+    would mis-parse (docs/original.md#architecture), so it is never given to `AutoConfig`.
     """
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(
@@ -141,7 +141,7 @@ def read_original_config(model_dir: Path) -> dict:
     if config.get("mm_use_im_start_end") or config.get("mm_use_im_patch_token"):
         raise ValueError(
             f"{model_dir}/config.json sets `mm_use_im_start_end` or `mm_use_im_patch_token`: extra image tokens that "
-            "the released SQ-LLaVA checkpoints do not use (reference §3.5) and this converter does not support."
+            "the released SQ-LLaVA checkpoints do not use (docs/original.md#the-vuser-marker) and this converter does not support."
         )
     if config.get("mm_vision_select_feature", "patch") not in ("patch", "cls_patch"):
         raise ValueError(f"Unknown `mm_vision_select_feature` {config['mm_vision_select_feature']!r} in config.json.")
@@ -161,7 +161,7 @@ def projector_tensors(model_dir: Path) -> Iterator[tuple[str, torch.Tensor]]:
     """`non_lora_trainables.bin` without its PEFT prefix (`base_model.model.model.mm_projector.*` becomes
     `model.mm_projector.*`).
 
-    The reference strips `base_model.`, then one `model.` if the keys start with `model.model.` (§6.4); this accepts
+    The reference strips `base_model.`, then one `model.` if the keys start with `model.model.` (docs/original.md#loading-a-release); this accepts
     the same two spellings.
     """
     for file_name in PROJECTOR_FILES:

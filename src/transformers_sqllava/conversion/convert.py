@@ -77,12 +77,12 @@ def build_processor(
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, legacy=True)
     # The release learned its vuser marker as plain text ("VUSER"), so only `<image>` and `<pad>` are added.
     add_sqllava_tokens(tokenizer, vuser_token=ORIGINAL_VUSER_MARKER)
-    # The reference pads to a square when `image_aspect_ratio == "pad"` (every released checkpoint, §6.3) and does so
+    # The reference pads to a square when `image_aspect_ratio == "pad"` (every released checkpoint, docs/original.md#release-layout) and does so
     # at training time; its demo does not, which we do not copy (pad-to-square everywhere).
     image_processor_kwargs = {"do_pad": original_config.get("image_aspect_ratio", "pad") == "pad"}
     clip_preprocessor = vision_dir / "preprocessor_config.json"
     if clip_preprocessor.is_file():
-        # The reference preprocesses with the tower's own `CLIPImageProcessor` (§1.2).
+        # The reference preprocesses with the tower's own `CLIPImageProcessor` (docs/original.md#vision-tower).
         clip = read_json(clip_preprocessor)
         fields = ("image_mean", "image_std", "size", "crop_size", "resample", "do_center_crop", "rescale_factor")
         image_processor_kwargs.update({key: clip[key] for key in fields if key in clip})
@@ -140,7 +140,7 @@ def build_model(
         bos_token_id=processor.tokenizer.bos_token_id,
         eos_token_id=processor.tokenizer.eos_token_id,
         pad_token_id=processor.tokenizer.pad_token_id,
-        do_sample=False,  # the reference's answers are greedy (§3.6, §7.2)
+        do_sample=False,  # the reference's answers are greedy (docs/original.md#self-questioning-at-inference, docs/original.md#evaluation-and-decoding)
         max_new_tokens=1024,
     )
     return model
@@ -176,13 +176,13 @@ def convert_sqllava_checkpoint(
         output_dir (`str` or `Path`):
             Where to write the converted folder.
         model_base (`str` or `Path`, *optional*):
-            The base LLM the LoRA was trained on; required for the LoRA release (reference §6.6: the ShareGPT4V
+            The base LLM the LoRA was trained on; required for the LoRA release (the reference (docs/original.md#release-layout): the ShareGPT4V
             Vicuna of the same size). For a merged checkpoint, only used for the tokenizer if the checkpoint has none.
         vision_tower (`str` or `Path`, *optional*):
             The CLIP checkpoint; defaults to the original config's `mm_vision_tower`.
         vision_lora (`str` or `Path`, *optional*):
             The ViT LoRA folder; defaults to `Vit-lora/` inside `model_path` when present. Skipped, with a warning,
-            when its B matrices are all zero (the release, §5.4).
+            when its B matrices are all zero (the release, docs/original.md#the-vit-lora-never-trains).
         dtype (`str` or `torch.dtype`, *optional*, defaults to `"float16"`):
             The output dtype, `"float16"` (the reference's inference dtype), `"bfloat16"` or `"float32"`. LoRA merges
             are computed in fp32 and then cast.
@@ -194,7 +194,7 @@ def convert_sqllava_checkpoint(
         private (`bool`, *optional*):
             Visibility of a repo created by `push_to_hub`.
         num_prototypes (`int`, *optional*, defaults to 256), prototype_iterations (`int`, *optional*, defaults to 2):
-            The reference hard-codes 256 and 2 (§1.3; `num_latents` in its config is never read). Change them only for
+            The reference hard-codes 256 and 2 (docs/original.md#prototype-extractor; `num_latents` in its config is never read). Change them only for
             test-sized checkpoints.
 
     Returns:

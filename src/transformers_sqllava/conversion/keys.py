@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 logger = logging.getLogger(__name__)
 
-# The reference's `LlavaLlamaForCausalLM` keeps Llama's names (reference §6.2).
+# The reference's `LlavaLlamaForCausalLM` keeps Llama's names (docs/original.md#release-layout).
 LANGUAGE_MODEL_KEY_MAPPING = {
     "model.embed_tokens.": "model.language_model.embed_tokens.",
     "model.layers.": "model.language_model.layers.",
@@ -35,7 +35,7 @@ LANGUAGE_MODEL_KEY_MAPPING = {
     "lm_head.": "lm_head.",
 }
 
-# The reference `Clustering` (§1.3) -> `SQLlavaMultiModalProjector`: names that say what the parameters do.
+# The reference `Clustering` (docs/original.md#prototype-extractor) -> `SQLlavaMultiModalProjector`: names that say what the parameters do.
 _EXTRACTOR = "model.multi_modal_projector.prototype_extractor."
 PROJECTOR_KEY_MAPPING = {
     "model.mm_projector.sim_alpha": _EXTRACTOR + "gate_scale",
@@ -62,27 +62,27 @@ VISION_TOWER_KEY_MAPPING = {
 
 # PEFT module names inside each adapter file (without the `base_model.model.` prefix) -> our module names.
 LLM_LORA_KEY_MAPPING = {"model.layers.": "model.language_model.layers."}
-# `Vit-lora/`: a PeftModel around the reference's `CLIPVisionTower`, whose CLIP is at `.vision_tower` (§6.2).
+# `Vit-lora/`: a PeftModel around the reference's `CLIPVisionTower`, whose CLIP is at `.vision_tower` (docs/original.md#release-layout).
 VIT_LORA_KEY_MAPPING = {"vision_tower.vision_model.": "model.vision_tower."}
-# The copy of the ViT LoRA inside the top-level adapter (training saved every `lora_` parameter of the model, §6.1).
+# The copy of the ViT LoRA inside the top-level adapter (training saved every `lora_` parameter of the model, docs/original.md#release-layout).
 TOP_LEVEL_VIT_LORA_KEY_MAPPING = {"model.vision_tower.vision_tower.vision_model.": "model.vision_tower."}
 
 ROTARY_BUFFERS = {r"\.rotary_emb\.inv_freq$": "rotary-embedding buffer (recomputed from the config)"}
 DROPPED_PROJECTOR_KEYS = {
-    r"^model\.mm_projector\.ln_1\.(weight|bias)$": "`Clustering.ln_1`: the reference forward never calls it (§1.3)",
+    r"^model\.mm_projector\.ln_1\.(weight|bias)$": "`Clustering.ln_1`: the reference forward never calls it (docs/original.md#prototype-extractor)",
 }
 # A LLaVA-style base LLM (e.g. ShareGPT4V's, `model_type "share4v"`) carries its own stage-1 projector and sometimes
-# a vision tower; the reference replaces the former with non_lora_trainables.bin and ignores the latter (§6.4).
+# a vision tower; the reference replaces the former with non_lora_trainables.bin and ignores the latter (docs/original.md#loading-a-release).
 DROPPED_BASE_KEYS = {
     **ROTARY_BUFFERS,
-    r"^model\.mm_projector\.": "the base LLM's own projector (SQ-LLaVA's comes from non_lora_trainables.bin, §6.4)",
-    r"^model\.vision_tower\.": "a vision tower inside the base LLM (the tower comes from `mm_vision_tower`, §6.4)",
+    r"^model\.mm_projector\.": "the base LLM's own projector (SQ-LLaVA's comes from non_lora_trainables.bin, docs/original.md#loading-a-release)",
+    r"^model\.vision_tower\.": "a vision tower inside the base LLM (the tower comes from `mm_vision_tower`, docs/original.md#loading-a-release)",
 }
 DROPPED_MERGED_KEYS = {
     **ROTARY_BUFFERS,
     **DROPPED_PROJECTOR_KEYS,
     r"^model\.vision_tower\.vision_tower\.vision_model\.": (
-        "the unmerged CLIP copy written by merge_lora_weights.py (the reference reloads `mm_vision_tower`, §6.5)"
+        "the unmerged CLIP copy written by merge_lora_weights.py (the reference reloads `mm_vision_tower`, docs/original.md#merge-scripts-and-conversion-facts)"
     ),
 }
 DROPPED_CLIP_KEYS = {
@@ -92,7 +92,7 @@ DROPPED_CLIP_KEYS = {
     r"\.position_ids$": "position-id buffer (recomputed)",
 }
 # The release's ViT LoRA: its B matrices are all zero (its tower was trained under no_grad), so it changes nothing.
-DROPPED_ZERO_VIT_LORA = "ViT LoRA with all-zero B (no effect, reference §5.4)"
+DROPPED_ZERO_VIT_LORA = "ViT LoRA with all-zero B (no effect, reference docs/original.md#the-vit-lora-never-trains)"
 
 
 def rename_key(name: str, mapping: dict[str, str]) -> str | None:

@@ -84,7 +84,7 @@ class LoraAdapter:
         return all(not bool(b.any()) for b in self.lora_B.values())
 
     def delta(self, module: str) -> torch.Tensor:
-        # In fp32 whatever the stored dtype: the release stores bf16 A and B (reference §6.4, merge numerics).
+        # In fp32 whatever the stored dtype: the release stores bf16 A and B (the reference (docs/original.md#loading-a-release), merge numerics).
         return self.scaling[module] * (self.lora_B[module].float() @ self.lora_A[module].float())
 
     def check_shape(self, module: str, weight: torch.Tensor, weight_name: str, weight_source: str):
@@ -176,7 +176,7 @@ def build_lora_adapter(
 def split_release_adapter(model_dir: Path) -> tuple[LoraAdapter, dict[str, torch.Tensor]]:
     """The top-level adapter of the LoRA release: the LLM LoRA, and the copy of the ViT LoRA it also holds.
 
-    Training saved every `lora_` parameter of the model there, the ViT's included (reference §6.1); the LLM adapter's
+    Training saved every `lora_` parameter of the model there, the ViT's included (docs/original.md#release-layout); the LLM adapter's
     config (r=128, alpha=256) does not describe the ViT ones, so they are returned apart, untouched.
     """
     config, tensors = read_adapter(model_dir)
@@ -193,7 +193,7 @@ def select_vision_lora(
 
     Its own folder (`--vision-lora`, else `Vit-lora/`) is used, with its own config (r=32, alpha=64 for 7B). Without
     one, the copy inside the top-level adapter cannot be scaled: the top-level config describes the LLM LoRA (r=128,
-    alpha=256), not these tensors. That is fine when B = 0 (the release, §5.4: the ViT LoRA never got a gradient)
+    alpha=256), not these tensors. That is fine when B = 0 (the release, docs/original.md#the-vit-lora-never-trains: the ViT LoRA never got a gradient)
     and an error otherwise.
     """
     folder = None
@@ -221,7 +221,7 @@ def select_vision_lora(
     if top_level_copy and not top_level_matches(top_level_copy, adapter):
         logger.warning(
             f"The ViT LoRA copy inside {model_dir}/adapter_model differs from {folder}; {folder} is used. In the "
-            "release both are the same tensors (reference §6.1): check that the folders belong together."
+            "release both are the same tensors (docs/original.md#release-layout): check that the folders belong together."
         )
     if adapter.is_zero:
         names = [
@@ -238,7 +238,7 @@ def skip_zero_vision_lora(location: str, names: Iterable[str], record: Conversio
     """Say that the ViT LoRA in `location` is not merged, and record its tensors `names` as dropped."""
     logger.warning(
         f"The ViT LoRA in {location} has all-zero B matrices (expected for the release: its vision tower ran under "
-        "no_grad, reference §5.4), so it changes nothing: not merged."
+        "no_grad, reference docs/original.md#the-vit-lora-never-trains), so it changes nothing: not merged."
     )
     for name in names:
         record.drop(name, DROPPED_ZERO_VIT_LORA)

@@ -3,7 +3,7 @@
 It is shaped like Vicuna's (Llama-2's legacy) tokenizer, so [`SQLlavaProcessor`] treats it exactly like the real one:
 
 - normaliser `Prepend("▁")` + `Replace(" ", "▁")` (sentencepiece's dummy prefix, applied to each chunk between
-  special tokens: the legacy behaviour the reference relies on, sqllava-reference.md §3.1 and §3.4);
+  special tokens: the legacy behaviour the reference relies on, docs/original.md#tokenizer and docs/original.md#tokenisation-chunk-by-chunk);
 - a BPE model with byte fallback: `<unk>`=0, `<s>`=1, `</s>`=2, then the 256 pieces `<0x00>`...`<0xFF>`, then the
   learned pieces; a newline is `<0x0A>`, as in Llama;
 - BOS added by a `TemplateProcessing` post-processor; no pre-tokenizer (merges run over the whole chunk).
@@ -71,7 +71,7 @@ def _enumerate_answers() -> list[str]:
 
 
 def _vicuna_prompt(system: str, turns: list[tuple[str, str]], vuser_marker: str, vuser_turns: set[int]) -> str:
-    """A training prompt in the reference's format (§3.2): `SYS USER: <image>\\nQ0 ASSISTANT: A0</s>VUSER: Q1</s>`.
+    """A training prompt in the reference's format (docs/original.md#prompt-format-and-the-two-system-prompts): `SYS USER: <image>\\nQ0 ASSISTANT: A0</s>VUSER: Q1</s>`.
 
     Written out here (not with the processor's chat template) because only the words matter for training pieces.
     """

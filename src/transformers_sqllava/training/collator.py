@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """Data collators for TRL's `SFTTrainer` (and `Trainer`): the self-questioning objective of stage 2 and the caption
-objective of stage 1 (sqllava-reference.md §4.5-4.8).
+objective of stage 1 (docs/original.md#stage-2-labels-and-vuser-turns).
 
 Both take rows in TRL's conversational vision format, `{"images": [PIL.Image, ...], "messages": [...]}` (what
 [`load_llava_dataset`] gives), and return right-padded `input_ids`, `attention_mask`, `labels` and `pixel_values` for
@@ -214,15 +214,15 @@ class _SQLlavaCollatorBase(DataCollatorMixin):
 @dataclass
 class SQLlavaSelfQuestioningCollator(_SQLlavaCollatorBase):
     r"""
-    Data collator for SQ-LLaVA's stage 2, visual self-questioning instruction tuning (sqllava-reference.md §4.6).
+    Data collator for SQ-LLaVA's stage 2, visual self-questioning instruction tuning (docs/original.md#stage-2-labels-and-vuser-turns).
 
     For every sample it draws which later user turns become questions the model learns to *ask* (`vuser` turns),
     renders the conversation with the training system prompt (`v1_sq`, for every sample, text-only ones included:
-    §3.3), tokenises it once through the processor's chunk encoder and builds the labels from the conversation's
+    docs/original.md#which-system-prompt-where), tokenises it once through the processor's chunk encoder and builds the labels from the conversation's
     structure ([`~training.labels.encode_segments`]): no token-length arithmetic, so no tokenizer version can shift
-    the masks (the reference's arithmetic silently masks whole samples with newer tokenizers, §3.1).
+    the masks (the reference's arithmetic silently masks whole samples with newer tokenizers, docs/original.md#label-arithmetic-that-masks-whole-samples).
 
-    Supervision (§4.6):
+    Supervision (docs/original.md#stage-2-labels-and-vuser-turns):
 
     | span                                                              | label    |
     |-------------------------------------------------------------------|----------|
@@ -234,7 +234,7 @@ class SQLlavaSelfQuestioningCollator(_SQLlavaCollatorBase):
     | later `USER: Q ASSISTANT:`                                        | -100     |
     | image tokens, right padding                                       | -100     |
 
-    Which turns become vuser turns (§4.6): each user turn after the first of a sample *with an image*, independently
+    Which turns become vuser turns (docs/original.md#stage-2-labels-and-vuser-turns): each user turn after the first of a sample *with an image*, independently
     with probability `sq_ratio`; never the first turn, never in text-only samples; redrawn every time the sample is
     collated (a new draw every epoch). Turns that are `vuser` in the data stay `vuser`.
 
@@ -265,7 +265,7 @@ class SQLlavaSelfQuestioningCollator(_SQLlavaCollatorBase):
     - `attention_mask` (`batch, length`);
     - `labels` (`batch, length`): the input ids on trained tokens, -100 elsewhere;
     - `pixel_values` (`num_images, 3, 336, 336`): only when the batch has images; padded to a square with the CLIP
-      mean colour (`pad_to_square`, §4.2).
+      mean colour (`pad_to_square`, docs/original.md#image-preprocessing).
 
     Args:
         processor ([`SQLlavaProcessor`]):
@@ -365,11 +365,11 @@ class SQLlavaSelfQuestioningCollator(_SQLlavaCollatorBase):
     def draw_vuser_turns(self, messages: list[dict], has_image: bool, rng: random.Random | None = None) -> list[dict]:
         """
         The messages with each eligible user turn turned into a vuser turn with probability `sq_ratio` (a new list;
-        the input is not modified). Eligible: a user turn after the first, in a sample with an image (§4.6).
+        the input is not modified). Eligible: a user turn after the first, in a sample with an image (docs/original.md#stage-2-labels-and-vuser-turns).
         """
         rng = rng or self._next_batch_rng()
         if not has_image:
-            return messages  # text-only samples are never changed (§4.6)
+            return messages  # text-only samples are never changed (docs/original.md#stage-2-labels-and-vuser-turns)
         result = []
         first_user_seen = False
         for message in messages:
@@ -402,7 +402,7 @@ class SQLlavaSelfQuestioningCollator(_SQLlavaCollatorBase):
 @dataclass
 class SQLlavaAlignmentCollator(_SQLlavaCollatorBase):
     r"""
-    Data collator for SQ-LLaVA's stage 1, feature alignment, in the reference's "plain" format (§4.5).
+    Data collator for SQ-LLaVA's stage 1, feature alignment, in the reference's "plain" format (docs/original.md#stage-1-labels).
 
     Each sample is `<image>` + caption + `"\n"`: no system prompt, no role markers, no EOS, and the user's instruction
     is discarded. The caption and the newline are trained; BOS and the image tokens are -100.
@@ -410,7 +410,7 @@ class SQLlavaAlignmentCollator(_SQLlavaCollatorBase):
     Inputs: TRL vision rows whose `messages` are one user turn (with the image) and one assistant turn (the caption),
     e.g. LLaVA's `blip_laion_cc_sbu_558k.json` through [`load_llava_dataset`], and `images` with one image. Outputs:
     as [`SQLlavaSelfQuestioningCollator`]. Images are not padded to a square by default: the reference's stage 1
-    uses the image processor's own resize and centre crop (`image_aspect_ratio` "square", §4.2).
+    uses the image processor's own resize and centre crop (`image_aspect_ratio` "square", docs/original.md#image-preprocessing).
 
     Args:
         processor ([`SQLlavaProcessor`]): The model's processor.
@@ -439,7 +439,7 @@ class SQLlavaAlignmentCollator(_SQLlavaCollatorBase):
         if roles != ["user", "assistant"] or not has_image:
             raise ValueError(
                 f"Sample {sample_id!r}: stage-1 (plain) samples are an image, one user turn and one assistant turn "
-                f"(the caption), as the reference asserts (§4.5); got roles {roles} and "
+                f"(the caption), as the reference asserts (docs/original.md#stage-1-labels); got roles {roles} and "
                 f"{'an' if has_image else 'no'} image."
             )
         content = messages[1]["content"]

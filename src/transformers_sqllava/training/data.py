@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""LLaVA JSON data (sqllava-reference.md §4.1-4.3) as a `datasets.Dataset` in TRL's vision format.
+"""LLaVA JSON data (docs/original.md#training-data) as a `datasets.Dataset` in TRL's vision format.
 
 The LLaVA format is a JSON list of samples::
 
@@ -38,11 +38,11 @@ logger = logging.getLogger(__name__)
 
 IMAGE_PLACEHOLDER = "<image>"
 
-# The reference's `LazySupervisedDataset.lengths` (§4.2) counts an image as 128 words. Only the order of the lengths
+# The reference's `LazySupervisedDataset.lengths` (docs/original.md#training-data) counts an image as 128 words. Only the order of the lengths
 # matters: `train_sampling_strategy="group_by_length"` (the reference's `group_by_modality_length`) sorts on them.
 IMAGE_LENGTH = 128
 
-# LLaVA speaker -> chat role. `vuser` is accepted like the reference's `preprocess_v1_sq*` role maps do (§4.1): a
+# LLaVA speaker -> chat role. `vuser` is accepted like the reference's `preprocess_v1_sq*` role maps do (docs/original.md#training-data): a
 # dataset may carry explicit self-questioning turns.
 ROLE_MAP = {"human": "user", "gpt": "assistant", "vuser": "vuser"}
 
@@ -147,7 +147,7 @@ def _convert_turn(turn: Any, sample_id: str, turn_index: int, has_image: bool) -
             f"Sample {sample_id!r}: {IMAGE_PLACEHOLDER!r} appears in turn {turn_index} ({speaker!r}); SQ-LLaVA takes one "
             "image, placed in the first human turn. Move the placeholder there."
         )
-    # preprocess_multimodal (§4.3): remove every placeholder, strip, and put the image first.
+    # preprocess_multimodal (docs/original.md#training-data): remove every placeholder, strip, and put the image first.
     text = text.replace(IMAGE_PLACEHOLDER, "").strip()
     return {"role": role, "content": [{"type": "image", "text": None}, {"type": "text", "text": text}]}
 
@@ -252,7 +252,7 @@ def load_llava_dataset(
     - `id` (`str`): the sample's id;
     - `messages`: the conversation with roles `user` (LLaVA `human`), `assistant` (`gpt`) and `vuser` (`vuser`), each
       content a list of parts. The first user turn of an image sample starts with `{"type": "image"}` and its text has
-      the `<image>` placeholder removed and is stripped, as the reference's `preprocess_multimodal` does (§4.3);
+      the `<image>` placeholder removed and is stripped, as the reference's `preprocess_multimodal` does (docs/original.md#training-data);
     - `images`: a list with the sample's RGB `PIL.Image`, empty for text-only samples;
     - `length` (`int`): [`sample_length`], for `train_sampling_strategy="group_by_length"` (the reference's
       `group_by_modality_length=True`), which batches samples of similar length and so wastes less on padding.

@@ -76,7 +76,7 @@ def sqllava_from_llava(
         processor_or_tokenizer (`ProcessorMixin` or `PreTrainedTokenizerBase`, *optional*):
             The model's processor (its `.tokenizer` is used) or tokenizer.
         vuser_token (`str`, *optional*, defaults to `"[vusr]"`):
-            The virtual-user marker for natively set-up models (design §4).
+            The virtual-user marker for natively set-up models (docs/original.md#the-vuser-marker).
         **config_overrides:
             [`SQLlavaConfig`] fields, e.g. `num_prototypes`, `prototype_iterations`.
 

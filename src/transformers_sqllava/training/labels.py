@@ -14,7 +14,7 @@
 """Training labels from a conversation's structure: which tokens the model learns to write.
 
 The reference derives its label masks from token-count arithmetic, which silently masks whole samples when a
-tokenizer version counts differently (docs/original.md#labels-and-supervision). Here a conversation is split into
+tokenizer version counts differently (docs/original.md#stage-2-labels-and-vuser-turns). Here a conversation is split into
 [`Segment`]s that join to exactly the chat template's rendering, each saying whether its text is trained, and the
 segments are tokenised once with the processor's chunk encoder, so ids and labels come from the same pass:
 
@@ -48,7 +48,7 @@ class Segment(NamedTuple):
         text (`str`): the piece, as the template writes it.
         trained_role (`str` or `None`): `"assistant"` for an answer (the space after `ASSISTANT:`, the text and its
             `</s>`), `"vuser"` for a virtual-user question (the same after `VUSER:`), `None` for the rest: system
-            prompt, role markers, user turns, images, separators (docs/original.md#labels-and-supervision).
+            prompt, role markers, user turns, images, separators (docs/original.md#stage-2-labels-and-vuser-turns).
         is_template (`bool`): `True` for text the template writes, whose special tokens are structure; `False` for
             message text, always encoded as plain text (a typed `</s>` cannot end a turn).
     """
@@ -143,7 +143,7 @@ def encode_segments(
     Tokenise `segments` exactly as [`SQLlavaProcessor`] tokenises their concatenation (message text always as plain
     text, as `apply_chat_template(..., tokenize=True)` does) and give every token its segment's `trained_role`.
 
-    Special tokens in template text split the text into chunks (docs/original.md#tokenisation). Within a chunk, the
+    Special tokens in template text split the text into chunks (docs/original.md#tokenisation-chunk-by-chunk). Within a chunk, the
     run of segments sharing a role is encoded as one string: the first run of a chunk with sentencepiece's dummy
     prefix, a later run as a continuation without it, so the runs' ids concatenate to the chunk's ids (the runs meet
     before a space, where Llama's pieces never merge). Tokenizers without a sentencepiece-style backend encode each
@@ -218,7 +218,7 @@ def encode_conversation(
     r"""
     Token ids and training labels of one conversation: answers + `</s>` and vuser questions + `</s>` keep their ids,
     everything else (BOS, system prompt, role markers, user turns, image tokens) is -100
-    (docs/original.md#labels-and-supervision).
+    (docs/original.md#stage-2-labels-and-vuser-turns).
 
     Args:
         processor ([`SQLlavaProcessor`]): The model's processor.

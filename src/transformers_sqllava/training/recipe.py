@@ -11,13 +11,13 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""The two-stage SQ-LLaVA recipe (sqllava-reference.md §5), usable from Python and with TRL's `SFTTrainer`.
+"""The two-stage SQ-LLaVA recipe (docs/original.md#training-recipe), usable from Python and with TRL's `SFTTrainer`.
 
 - Stage 1, alignment: [`prepare_stage1`] freezes everything but the prototype extractor + projector;
   [`STAGE1_TRAINING_DEFAULTS`] holds the released script's hyperparameters.
 - Stage 2, self-questioning instruction tuning: [`prepare_stage2`] puts one LoRA adapter on the language model
   (r 128) and the vision layers that feed the selected feature layer (r 32), trains the extractor + projector fully,
-  and lets the ViT LoRA receive gradients (the reference's never did, §5.4; `vision_lora_gradients="reference"`
+  and lets the ViT LoRA receive gradients (the reference's never did, docs/original.md#the-vit-lora-never-trains; `vision_lora_gradients="reference"`
   reproduces that). [`stage2_parameter_groups`] / [`stage2_optimizer_cls_and_kwargs`] give the three learning rates.
 - Starting points: a converted SQ-LLaVA checkpoint (`from_pretrained`), or a LLaVA-1.5 checkpoint turned into
   SQ-LLaVA by [`~training.from_llava.sqllava_from_llava`].
@@ -55,7 +55,7 @@ VISION_TOWER_MODULE = "vision_tower"
 # Hyperparameters
 # ------------------------------------------------------------------------------------------------------------------
 
-# `scripts/pretrain_clu.sh` (§5.1). The paper says 2e-3 and a constant schedule; the released script, which these
+# `scripts/pretrain_clu.sh` (docs/original.md#training-recipe). The paper says 2e-3 and a constant schedule; the released script, which these
 # follow, uses 1e-3 with cosine decay. transformers 5 takes the warmup ratio as a float `warmup_steps` < 1.
 STAGE1_TRAINING_DEFAULTS: dict[str, Any] = {
     "learning_rate": 1e-3,
@@ -65,7 +65,7 @@ STAGE1_TRAINING_DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.0,
 }
 
-# `scripts/finetune_lora_clu_sq.sh` (§5.2). `learning_rate` is the LLM LoRA's; the ViT LoRA and the extractor +
+# `scripts/finetune_lora_clu_sq.sh` (docs/original.md#training-recipe). `learning_rate` is the LLM LoRA's; the ViT LoRA and the extractor +
 # projector get their own rates through `stage2_optimizer_cls_and_kwargs`. The script runs 1.2 epochs, the README
 # says 1: we follow the README.
 STAGE2_TRAINING_DEFAULTS: dict[str, Any] = {
@@ -101,7 +101,7 @@ def sft_config_kwargs(stage: Literal[1, 2], **overrides) -> dict[str, Any]:
 @dataclass
 class SQLlavaStage2Config:
     r"""
-    The stage-2 adapters, what else trains, and the learning rates (sqllava-reference.md §5.2-5.5).
+    The stage-2 adapters, what else trains, and the learning rates (docs/original.md#training-recipe).
 
     Args:
         llm_lora_r (`int`, *optional*, defaults to 128):
@@ -115,7 +115,7 @@ class SQLlavaStage2Config:
             `o_proj`, `gate_proj`, `up_proj`, `down_proj`.
         vision_lora_r (`int`, *optional*, defaults to 32):
             Rank of the ViT LoRA: the released 7B adapter's (`Vit-lora/adapter_config.json`). The script says 64 and
-            the 13B release has 64 (§5.2, §6.6).
+            the 13B release has 64 (docs/original.md#training-recipe, docs/original.md#release-layout).
         vision_lora_alpha (`int`, *optional*, defaults to 64):
             Its alpha.
         vision_lora_dropout (`float`, *optional*, defaults to 0.2):
@@ -123,14 +123,14 @@ class SQLlavaStage2Config:
         vision_target_modules (`tuple[str, ...]`, *optional*, defaults to CLIP's six linears):
             `q_proj`, `k_proj`, `v_proj`, `out_proj`, `fc1`, `fc2` of each vision layer that feeds
             `config.vision_feature_layer` (layers 0-22 of 24 for -2). The reference also put LoRA on the last layer,
-            whose output is never used: such a LoRA gets no gradient and makes DDP fail (design §6).
+            whose output is never used: such a LoRA gets no gradient and makes DDP fail (docs/training.md#with-trl-ddp-and-bitsandbytes).
         use_vision_lora (`bool`, *optional*, defaults to `True`):
             `False` trains no ViT LoRA (the paper's ablation baseline).
         train_projector (`bool`, *optional*, defaults to `True`):
             Train the prototype extractor and the MLP projector fully.
         vision_lora_gradients (`str`, *optional*, defaults to `"enabled"`):
             `"enabled"`: the ViT LoRA receives gradients and trains, as the paper describes. `"reference"`: run the
-            vision tower without gradients, as the reference's `@torch.no_grad()` CLIP forward does (§5.4), so the
+            vision tower without gradients, as the reference's `@torch.no_grad()` CLIP forward does (docs/original.md#the-vit-lora-never-trains), so the
             ViT LoRA stays at its initial value (B = 0: the base ViT). The default is a deliberate fix.
         llm_learning_rate (`float`, *optional*, defaults to 2e-4):
             Learning rate of the LLM LoRA and any other trainable language-model parameter (the reference's
@@ -250,9 +250,9 @@ def vision_lora_target_regex(model: nn.Module, config: SQLlavaStage2Config | Non
 def prepare_stage1(model: nn.Module) -> nn.Module:
     """
     Freezes everything but the prototype extractor and the MLP projector (`model.multi_modal_projector`), in place,
-    as the reference's stage 1 (`train.py` L1153-1156, §5.1). Returns the model.
+    as the reference's stage 1 (`train.py` L1153-1156, docs/original.md#training-recipe). Returns the model.
 
-    The reference also attached a ViT LoRA in stage 1; it never received gradients (§5.4) and stage 2 re-initialises
+    The reference also attached a ViT LoRA in stage 1; it never received gradients (docs/original.md#the-vit-lora-never-trains) and stage 2 re-initialises
     it, so stage 1 has none here.
     """
     base = _check_is_sqllava(model)
@@ -367,7 +367,7 @@ def prepare_stage2(
 
 
 # The reference-reproducing switch: hooks that run the vision tower's forward under `torch.no_grad()`, as the
-# reference's `CLIPVisionTower.forward` is decorated (§5.4). Kept on the module so the switch can be flipped back.
+# reference's `CLIPVisionTower.forward` is decorated (docs/original.md#the-vit-lora-never-trains). Kept on the module so the switch can be flipped back.
 _NO_GRAD_HOOKS_ATTRIBUTE = "_sqllava_no_grad_hooks"
 
 
@@ -377,7 +377,7 @@ def set_vision_lora_gradients(model: nn.Module, mode: Literal["enabled", "refere
 
     - `"enabled"` (default, a deliberate fix): it does, so the ViT LoRA receives gradients and trains.
     - `"reference"`: the vision tower's forward runs under `torch.no_grad()`, as the reference's CLIP forward does
-      (sqllava-reference.md §5.4): the ViT LoRA gets no gradient and keeps B = 0, so the merged ViT equals the base
+      (docs/original.md#the-vit-lora-never-trains): the ViT LoRA gets no gradient and keeps B = 0, so the merged ViT equals the base
       ViT, and the vision tower stores no activations. The prototype extractor and projector still train. Under DDP
       the untouched ViT LoRA needs `ddp_find_unused_parameters=True` (or `use_vision_lora=False`).
 
@@ -414,7 +414,7 @@ def set_vision_lora_gradients(model: nn.Module, mode: Literal["enabled", "refere
 
 
 def _group_of(parameter_name: str) -> str:
-    # The reference's grouping (`llava_trainer.py`, §5.5): names containing the projector, then the vision tower;
+    # The reference's grouping (`llava_trainer.py`, docs/original.md#learning-rate-groups): names containing the projector, then the vision tower;
     # everything else (the LLM LoRA) takes the main learning rate.
     if PROJECTOR_MODULE in parameter_name:
         return "projector"
