@@ -43,8 +43,8 @@ CITATION = """\
 
 BENCHMARKS = ("VQAv2", "GQA", "VizWiz", "SQA-I", "TextVQA", "POPE", "MMB", "MMB-CN", "LLaVA-W", "MM-Vet")
 
-# The released checkpoints (the original's MODEL_ZOO.md, docs/original.md#release-layout; the same numbers as the paper's Table 1,
-# "SQ-LLaVA, ShareGPT4V data" rows). Reported by the authors, not re-measured here.
+# The released checkpoints (the original's MODEL_ZOO.md, docs/original.md#release-layout; the same numbers as the
+# paper's Table 1, "SQ-LLaVA, ShareGPT4V data" rows). Reported by the authors, not re-measured here.
 RELEASES = {
     "sqllava-7b": {
         "size": "7B",
