@@ -1,13 +1,20 @@
-"""SQ-LLaVA's chat template renders the reference's prompts character for character (docs/original.md#prompt-format-and-the-two-system-prompts)."""
+"""SQ-LLaVA's chat template renders the reference's prompts character for character
+(docs/original.md#prompt-format-and-the-two-system-prompts), marks what the reference trains with generation blocks,
+and writes the BOS for runtimes that tokenise without special tokens."""
+
+from pathlib import Path
 
 import pytest
 from conftest import tiny_processor
 from jinja2.exceptions import TemplateError
+from transformers.utils.chat_template_utils import render_jinja_template
 
+import transformers_sqllava
 from transformers_sqllava import SYSTEM_PROMPT_V1, SYSTEM_PROMPT_V1_SQ, build_chat_template
 from transformers_sqllava.training import conversation_segments
 
-# Copied verbatim from the original's `llava/conversation.py` (docs/original.md#prompt-format-and-the-two-system-prompts) (v1_sq keeps the reference's missing space, "questions.Also").
+# Copied verbatim from the original's `llava/conversation.py`
+# (docs/original.md#prompt-format-and-the-two-system-prompts; v1_sq keeps the missing space, "questions.Also").
 REFERENCE_V1 = (
     "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, "
     "and polite answers to the user's questions."
@@ -149,3 +156,36 @@ def test_images_first_false_keeps_the_block_order_and_the_segments_agree(process
         segments = conversation_segments(processor, question_then_image, "v1_sq", images_first=images_first)
         expected = processor.apply_chat_template(question_then_image, system_prompt="v1_sq", images_first=images_first)
         assert "".join(text for text, _, _ in segments) == expected
+
+
+@pytest.mark.parametrize("vuser_token", ["VUSER", "[vusr]"])
+def test_generation_blocks_hold_the_trained_spans(vuser_token):
+    # Answers and vuser questions from the space after the marker's colon to their </s>, as training.labels trains;
+    # the vuser turn's separator " " and every role marker stay outside.
+    processor = tiny_processor(vuser_token=vuser_token)
+    messages = [*MULTI_TURN, {"role": "vuser", "content": "Q3"}, {"role": "assistant", "content": "A3"}]
+    (prompt,), (spans,) = render_jinja_template(
+        [messages], chat_template=processor.chat_template, return_assistant_tokens_mask=True, system_prompt="v1_sq",
+        vuser_token=vuser_token, add_bos_token=False, **processor.tokenizer.special_tokens_map,
+    )
+    assert prompt == processor.apply_chat_template(messages, system_prompt="v1_sq")
+    expected = [" A0</s>", " Q1</s>", " A1</s>", " A2</s>", " Q3</s>", " A3</s>"]
+    assert [prompt[start:end] for start, end in spans] == expected
+    segments = conversation_segments(processor, messages, "v1_sq")
+    trained = [segment.text for segment in segments if segment.trained_role is not None]
+    assert "".join(prompt[start:end] for start, end in spans) == "".join(trained)
+
+
+def test_other_runtimes_get_the_bos_from_the_template(processor):
+    # A runtime that renders the saved template itself (the tokenizer's apply_chat_template, vLLM) gets the BOS, as
+    # from Llama chat templates; the processor's strings stay the reference's prompt text.
+    messages = MULTI_TURN[:2]
+    rendered = processor.tokenizer.apply_chat_template(messages, chat_template=processor.chat_template, tokenize=False)
+    assert rendered == "<s>" + processor.apply_chat_template(messages)
+    assert processor.apply_chat_template(messages, add_bos_token=True) == rendered
+    assert not processor.apply_chat_template(messages).startswith("<s>")
+
+
+def test_the_demo_checkpoint_ships_the_packaged_template():
+    folder = Path(transformers_sqllava.__file__).parent / "demo" / "checkpoint"
+    assert (folder / "chat_template.jinja").read_text() == build_chat_template("[vusr]")

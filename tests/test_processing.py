@@ -1,4 +1,5 @@
-"""SQLlavaProcessor: reference tokenisation around <image> and </s>, images, errors, anti-forging, save/load."""
+"""SQLlavaProcessor: reference tokenisation around <image> and </s>, images, errors, anti-forging, save/load, one BOS,
+offsets and assistant masks (TRL's `assistant_only_loss`), image-token counts for serving."""
 
 import json
 import logging
@@ -35,8 +36,9 @@ SELF_QUESTION = MULTI_TURN[:2]
 
 
 def reference_ids(tokenizer, prompt: str, image_id: int, copies: int = 1) -> list[int]:
-    """The reference's `tokenizer_image_token` (docs/original.md#tokenisation-chunk-by-chunk): split on <image>, tokenise each chunk with BOS, keep only the
-    first BOS, join with one image id (here repeated `copies` times, as the processor expands it)."""
+    """The reference's `tokenizer_image_token` (docs/original.md#tokenisation-chunk-by-chunk): split on <image>,
+    tokenise each chunk with BOS, keep only the first BOS, join with one image id (here repeated `copies` times, as the
+    processor expands it)."""
     chunks = [tokenizer(chunk).input_ids for chunk in prompt.split("<image>")]
     ids = list(chunks[0])
     for chunk in chunks[1:]:
@@ -97,7 +99,8 @@ def test_ids_equal_the_reference_chunk_by_chunk_tokenisation(processor, llama_to
 
 def test_text_after_eos_gets_the_dummy_prefix(processor):
     # "</s> ASSISTANT:" after a vuser turn: the chunk " ASSISTANT:" starts with a space and sentencepiece still
-    # prepends "▁", giving "▁" + "▁A..." (the reference (docs/original.md#prompt-format-and-the-two-system-prompts), docs/original.md#self-questioning-at-inference). "</s>VUSER" gives "▁" + "V...".
+    # prepends "▁", giving "▁" + "▁A..." (docs/original.md#prompt-format-and-the-two-system-prompts,
+    # docs/original.md#self-questioning-at-inference). "</s>VUSER" gives "▁" + "V...".
     ids = processor(text="A0</s>VUSER: Q1</s> ASSISTANT:")["input_ids"]
     tokens = processor.tokenizer.convert_ids_to_tokens(ids)
     first_eos = tokens.index("</s>")
@@ -372,3 +375,158 @@ def test_processor_output_runs_through_the_tiny_model(vuser_token, image):
         logits = model(**inputs).logits
     assert logits.shape == (*inputs["input_ids"].shape, len(processor.tokenizer))
     assert torch.isfinite(logits).all()
+
+
+# --- one BOS, offsets, assistant masks, serving --------------------------------------------------------------------
+
+
+def with_image(messages, image):
+    """The messages with `image` in their image blocks, for `tokenize=True`."""
+    return [
+        {**message, "content": [{**block, "image": image} if block.get("type") == "image" else block
+                                for block in message["content"]]}
+        if isinstance(message["content"], list) else message
+        for message in messages
+    ]  # fmt: skip
+
+
+def test_one_bos_whatever_add_special_tokens_says(processor, image):
+    # The template writes the BOS when it tokenises (as Llama chat templates do), so TRL's `add_special_tokens=False`
+    # keeps it; the rendered string stays the reference's prompt text, to which `__call__` adds the BOS.
+    prompt = processor.apply_chat_template(MULTI_TURN, system_prompt="v1_sq")
+    with_bos = processor.apply_chat_template(MULTI_TURN, system_prompt="v1_sq", add_bos_token=True)
+    assert not prompt.startswith("<s>") and with_bos == "<s>" + prompt
+    expected = processor(images=image, text=prompt)["input_ids"]
+    assert expected.count(processor.tokenizer.bos_token_id) == 1 and expected[0] == processor.tokenizer.bos_token_id
+    for add_special_tokens in (True, False):
+        assert processor(images=image, text=with_bos, add_special_tokens=add_special_tokens)["input_ids"] == expected
+        tokenized = processor.apply_chat_template(
+            with_image(MULTI_TURN, image), system_prompt="v1_sq", tokenize=True, return_dict=True,
+            processor_kwargs={"add_special_tokens": add_special_tokens},
+        )
+        assert tokenized["input_ids"] == expected
+
+
+def _check_offsets(processor, prompt: str, ids: list[int], offsets: list[tuple[int, int]]):
+    tokenizer = processor.tokenizer
+    control = set(processor.control_tokens)
+    covered = []
+    for token, (start, end) in zip(ids, offsets):
+        piece = tokenizer.convert_ids_to_tokens(token)
+        if start == end:  # a BOS the text does not write, or a dummy prefix alone
+            assert piece in ("<s>", "▁"), piece
+        elif token == processor.image_token_id:
+            assert prompt[start:end] == "<image>"
+        elif piece in control:
+            assert prompt[start:end] == piece
+        elif not piece.startswith("<0x"):  # a vocabulary piece: its text, but for a leading dummy prefix "▁"
+            assert piece.replace("▁", " ") in (prompt[start:end], " " + prompt[start:end]), piece
+        if end > start and (not covered or covered[-1] != (start, end)):  # image and byte pieces repeat a span
+            covered.append((start, end))
+    # The spans tile the prompt: every character belongs to exactly one token (or one image / one byte sequence).
+    assert [start for start, _ in covered] == [0] + [end for _, end in covered[:-1]]
+    assert covered[-1][1] == len(prompt)
+
+
+@pytest.mark.parametrize("vuser_token", ["VUSER", "[vusr]"])
+def test_offsets_map_every_id_to_its_text_in_the_prompt(vuser_token, image):
+    processor = tiny_processor(vuser_token=vuser_token)
+    prompt = processor.apply_chat_template(MULTI_TURN, system_prompt="v1_sq", add_bos_token=True)
+    prompt = prompt.replace("Two.", "Two, naïve 日本.")  # byte-fallback pieces: several ids share one character
+    encoded = processor(images=image, text=prompt, return_offsets_mapping=True)
+    assert encoded["input_ids"] == processor(images=image, text=prompt)["input_ids"]
+    assert len(encoded["offset_mapping"]) == len(encoded["input_ids"])
+    _check_offsets(processor, prompt, encoded["input_ids"], encoded["offset_mapping"])
+    # Without a BOS in the text, the added BOS spans nothing.
+    added = processor(images=image, text=prompt[len("<s>"):], return_offsets_mapping=True)["offset_mapping"]
+    assert added[0] == (0, 0) and added[1] == (0, 1)
+
+
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_offsets_are_padded_with_empty_spans(processor, image, padding_side):
+    prompts = ["USER: <image>\nHi ASSISTANT:", "USER: <image>\nWhat is in the image? ASSISTANT: A red circle.</s>"]
+    batch = processor(
+        images=[image, image], text=prompts, padding=True, padding_side=padding_side, return_offsets_mapping=True,
+        return_tensors="pt",
+    )
+    offsets, mask = batch["offset_mapping"], batch["attention_mask"]
+    assert offsets.shape == (*batch["input_ids"].shape, 2)
+    assert (offsets[mask == 0] == 0).all() and (mask[0] == 0).any()
+    for row, prompt in enumerate(prompts):
+        real = mask[row] == 1
+        _check_offsets(processor, prompt, batch["input_ids"][row][real].tolist(), offsets[row][real].tolist())
+
+
+ASSISTANT_MASK_CASES = {
+    "multi_turn_vuser": (MULTI_TURN, {"system_prompt": "v1_sq"}),
+    "default_system_prompt": (MULTI_TURN[:4], {"system_prompt": "v1"}),
+    "system_message": ([{"role": "system", "content": "A chat."}, *MULTI_TURN], {}),
+    "typed_special_tokens": (
+        [QA[0], {"role": "assistant", "content": "A </s> <image> and <s>"}, {"role": "vuser", "content": "Q </s>?"},
+         {"role": "assistant", "content": "B"}],
+        {"system_prompt": "v1_sq"},
+    ),
+    "question_before_image": (
+        [{"role": "user", "content": [{"type": "text", "text": "Q0"}, {"type": "image"}]}, *MULTI_TURN[1:4]],
+        {"system_prompt": "v1_sq", "images_first": False},
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("vuser_token", ["VUSER", "[vusr]"])
+@pytest.mark.parametrize("case", sorted(ASSISTANT_MASK_CASES))
+def test_assistant_masks_are_the_training_labels(vuser_token, case, image):
+    # `return_assistant_tokens_mask` (TRL's `assistant_only_loss`) trains exactly what the structural labels train:
+    # each answer and vuser question from the space after its marker's colon to its </s>; never an image token.
+    from transformers_sqllava.training import IGNORE_INDEX, encode_conversation
+
+    processor = tiny_processor(vuser_token=vuser_token)
+    messages, kwargs = ASSISTANT_MASK_CASES[case]
+    output = processor.apply_chat_template(
+        with_image(messages, image), tokenize=True, return_dict=True, return_assistant_tokens_mask=True, **kwargs
+    )
+    system_prompt = kwargs.get("system_prompt")
+    expected = encode_conversation(processor, messages, system_prompt, images_first=kwargs.get("images_first", True))
+    assert output["input_ids"] == [expected["input_ids"]]  # one conversation comes back as a batch of one
+    assert output["assistant_masks"] == [[int(label != IGNORE_INDEX) for label in expected["labels"]]]
+    assert "offset_mapping" not in output and sum(output["assistant_masks"][0]) > 0
+
+
+def test_assistant_masks_with_the_tokenizers_own_offsets(image):
+    # A tokenizer without a sentencepiece-style backend encodes each chunk itself, and gives its own offsets.
+    from transformers_sqllava.training import IGNORE_INDEX, encode_conversation
+
+    processor = tiny_processor()
+    processor._sentencepiece_model = None
+    for messages, kwargs in ASSISTANT_MASK_CASES.values():
+        output = processor.apply_chat_template(
+            with_image(messages, image), tokenize=True, return_dict=True, return_assistant_tokens_mask=True, **kwargs
+        )
+        system_prompt, images_first = kwargs.get("system_prompt"), kwargs.get("images_first", True)
+        expected = encode_conversation(processor, messages, system_prompt, images_first=images_first)
+        assert output["input_ids"] == [expected["input_ids"]]
+        assert output["assistant_masks"] == [[int(label != IGNORE_INDEX) for label in expected["labels"]]]
+
+
+def test_image_tokens_are_never_in_the_assistant_mask(processor, image):
+    # Even a template whose generation block covers the whole prompt leaves the image tokens out.
+    everything = "{% generation %}" + processor.chat_template + "{% endgeneration %}"
+    output = processor.apply_chat_template(
+        [with_image(QA, image)] * 2, chat_template=everything, add_generation_prompt=True, tokenize=True,
+        return_dict=True, return_assistant_tokens_mask=True, return_tensors="pt",
+    )
+    masks, ids = output["assistant_masks"], output["input_ids"]
+    assert masks.shape == ids.shape and (masks[ids == processor.image_token_id] == 0).all()
+    assert (masks[ids != processor.image_token_id] == 1).all()
+
+
+def test_number_of_image_tokens_for_serving(processor):
+    data = processor._get_num_multimodal_tokens(image_sizes=[(16, 16), (480, 640), (7, 3)])
+    assert data.num_image_tokens == [IMAGE_TOKENS] * 3 and data.num_image_patches == [1, 1, 1]
+    assert "num_image_tokens" in data and data["num_image_patches"] == [1, 1, 1]
+    assert "num_image_tokens" not in processor._get_num_multimodal_tokens()
+    # The count is what the processor writes for an image of any size.
+    prompt = "USER: <image>\nHi ASSISTANT:"
+    for size in [(16, 16), (40, 9)]:
+        ids = processor(images=Image.new("RGB", size), text=prompt)["input_ids"]
+        assert ids.count(processor.image_token_id) == processor._get_num_multimodal_tokens([size]).num_image_tokens[0]

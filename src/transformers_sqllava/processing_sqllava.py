@@ -11,17 +11,16 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Processor class for SQ-LLaVA: the reference's image preprocessing, prompt format and tokenisation.
+"""Processor class for SQ-LLaVA: the reference's prompt format and tokenisation, with its image processor.
 
-This file is one of the three "Hub files" (configuration, modeling, processing): it imports only torch, transformers,
-PIL, numpy and its siblings, so `save_pretrained` can ship it as remote code unchanged.
+A "Hub file", shipped by `save_pretrained` as remote code: it imports only torch, transformers (no private names, so
+it keeps working across versions), PIL, numpy and its siblings. What has to match the reference (docs/original.md):
 
-What has to match the reference (docs/original.md):
-
-- images (docs/original.md#image-preprocessing): pad to a square with the CLIP mean colour, then CLIP resize / centre crop / normalise;
-- prompts (docs/original.md#prompt-format-and-the-two-system-prompts): Vicuna v1 with a fourth role, the virtual user, rendered by one Jinja chat template;
-- token ids (docs/original.md#tokenisation-chunk-by-chunk): every text chunk between special tokens is tokenised on its own with sentencepiece's dummy
-  prefix ("legacy" Llama behaviour), one BOS, and each `<image>` becomes `image_seq_length` image tokens.
+- prompts (docs/original.md#prompt-format-and-the-two-system-prompts): Vicuna v1 with a fourth role, the virtual
+  user, rendered by one Jinja chat template;
+- token ids (docs/original.md#tokenisation-chunk-by-chunk): every text chunk between special tokens is tokenised on
+  its own with sentencepiece's dummy prefix ("legacy" Llama behaviour), one BOS, and each `<image>` becomes
+  `image_seq_length` image tokens.
 """
 
 import json
@@ -30,64 +29,65 @@ import re
 
 from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import make_flat_list_of_images
-from transformers.processing_utils import ProcessingKwargs, ProcessorMixin
+from transformers.processing_utils import MultiModalData, ProcessingKwargs, ProcessorMixin
 from transformers.utils import logging
-
-
-# transformers' `sanitize_control_tokens` machinery: `mark_control_tokens` wraps each control token typed inside a
-# message in two private-use characters, so the tokenisation step can encode it as text. We reuse its markers.
-from transformers.utils.chat_template_utils import _CONTROL_TOKEN_END, _CONTROL_TOKEN_START, mark_control_tokens
 
 
 logger = logging.get_logger(__name__)
 
 
-# The reference (docs/original.md#prompt-format-and-the-two-system-prompts), `conv_vicuna_v1`: answering, and every benchmark (docs/original.md#which-system-prompt-where).
+# The reference's `conv_vicuna_v1`: answering, and every benchmark (docs/original.md#which-system-prompt-where).
 SYSTEM_PROMPT_V1 = (
     "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, "
     "and polite answers to the user's questions."
 )
-# The reference (docs/original.md#prompt-format-and-the-two-system-prompts), `conv_vicuna_v1_sq`: training stage 2 and self-questioning. The missing space in "questions.Also"
+# The reference's `conv_vicuna_v1_sq`: training stage 2 and self-questioning. The missing space in "questions.Also"
 # is the reference's (its string is a concatenation); the released checkpoints were trained on it, so we keep it.
 SYSTEM_PROMPT_V1_SQ = (
     "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, "
     "and polite answers to the user's questions.Also, the artificial intelligence assistant is a curious virtual "
     "user. The virtual user asks complex questions that are relevant to the content in the image, for example, "
-    "asking about background knowledge of the objects in the image, asking to discuss about events happening in the image, etc. "
-    "Again, do not ask about uncertain details."
+    "asking about background knowledge of the objects in the image, asking to discuss about events happening in the "
+    "image, etc. Again, do not ask about uncertain details."
 )
 SYSTEM_PROMPTS = {"v1": SYSTEM_PROMPT_V1, "v1_sq": SYSTEM_PROMPT_V1_SQ}
 
 # The virtual user's role marker. Checkpoints converted from the original release learned the plain text "VUSER"
-# (the reference (docs/original.md#the-vuser-marker): no new token); models set up by this package get the added special token "[vusr]" (paper's name).
+# (no new token, docs/original.md#the-vuser-marker); models set up by this package get the added special token
+# "[vusr]" (the paper's name).
 ORIGINAL_VUSER_MARKER = "VUSER"
 NATIVE_VUSER_TOKEN = "[vusr]"
 
-# The template ships beside this file and is what `save_pretrained` writes as `chat_template.jinja`. Its one default
-# that varies, the vuser marker for runtimes that render it without passing `vuser_token`, is set by
-# `build_chat_template`.
+# The template ships beside this file (`save_pretrained` writes it as `chat_template.jinja`); `build_chat_template`
+# sets its one varying default, the vuser marker for runtimes that render it without passing `vuser_token`.
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
 _DEFAULT_VUSER_MARKER = 'vuser_token | default("[vusr]")'
+
+# A special token typed inside a message is wrapped in these two private-use characters before rendering, so that
+# `__call__` encodes it as text while the template's own special tokens stay structure (transformers'
+# `sanitize_control_tokens` does the same with the same characters; its helpers are private, so this file has its own).
+_TYPED_START, _TYPED_END = "\U000f0000", "\U000f0001"
 
 
 def build_chat_template(vuser_token: str = NATIVE_VUSER_TOKEN) -> str:
     r"""
-    Build SQ-LLaVA's Jinja chat template: Vicuna v1 (the reference (docs/original.md#prompt-format-and-the-two-system-prompts), `SeparatorStyle.TWO`) with the virtual user.
+    Build SQ-LLaVA's Jinja chat template: Vicuna v1 (`SeparatorStyle.TWO`,
+    docs/original.md#prompt-format-and-the-two-system-prompts) with the virtual user. It renders:
 
-    Rendering, for `n` non-system messages:
+    - the BOS unless the variable `add_bos_token` is false, as Llama chat templates write it, so a prompt tokenised
+      without special tokens (TRL, vLLM) keeps it. [`SQLlavaProcessor.apply_chat_template`] passes
+      `add_bos_token=tokenize`: its strings stay the reference's prompt text, and `__call__` adds the one BOS;
+    - `system + " "`: a `{"role": "system"}` first message, else the template variable `system_prompt`'s (`"v1"`, the
+      default, or `"v1_sq"`);
+    - message `i`: `ROLE + ": " + text + [" ", "</s>"][i % 2]`, the roles being `USER`, `ASSISTANT` and
+      `{vuser_token}`; a vuser turn's text ends in `"</s>"` (reference `train.py` L522): `VUSER: question</s> `.
+      Turns alternate user-or-vuser / assistant from a user turn, so the separator by index is one by role;
+    - an image block as `"<image>\n"`, a message's images before its text (docs/original.md#training-data);
+    - `add_generation_prompt`: `"ASSISTANT:"`, or `"{vuser_token}:"` with `generation_role="vuser"`.
 
-    - `system + " "`, the system message being a `{"role": "system"}` first message, else the prompt named by the
-      template variable `system_prompt` (`"v1"`, the default, or `"v1_sq"`);
-    - message `i`: `ROLE + ": " + text + sep[i % 2]` with `sep = [" ", "</s>"]`, the roles being `USER`, `ASSISTANT`
-      and `{vuser_token}`. A vuser turn's text ends in `"</s>"` before its separator (reference `train.py` L522), so a
-      vuser turn renders as `VUSER: question</s> `;
-    - an image content block renders as `"<image>\n"`, all of a message's images before its text, as the reference's
-      `preprocess_multimodal` moves them (docs/original.md#training-data);
-    - `add_generation_prompt` appends `"ASSISTANT:"`, or `"{vuser_token}:"` with `generation_role="vuser"`.
-
-    Turns must alternate user-or-vuser / assistant, starting with user: with that order the reference's
-    separator-by-index is the same as a separator by role. A vuser turn follows an assistant turn (so its marker
-    always comes right after a `</s>` that only the template writes).
+    What the reference trains sits in `{% generation %}` blocks, for `return_assistant_tokens_mask` (TRL's
+    `assistant_only_loss`): an answer or a vuser question, from the space after its marker's colon to its `"</s>"`,
+    the spans of `training.labels` (docs/original.md#stage-2-labels-and-vuser-turns).
 
     Args:
         vuser_token (`str`, *optional*, defaults to `"[vusr]"`):
@@ -141,7 +141,7 @@ def _sentencepiece_model_of(tokenizer):
 
 def _check_image_count(texts: list[str], images: list | None, image_token: str, marked: bool):
     # A marked `<image>` was typed inside a message: it is text, not a placeholder.
-    unmarked = [re.sub(f"{_CONTROL_TOKEN_START}.*?{_CONTROL_TOKEN_END}", "", sample) for sample in texts]
+    unmarked = [re.sub(f"{_TYPED_START}.*?{_TYPED_END}", "", sample) for sample in texts]
     num_placeholders = sum(sample.count(image_token) for sample in (unmarked if marked else texts))
     num_images = 0 if images is None else len(images)
     if num_placeholders == num_images:
@@ -153,9 +153,8 @@ def _check_image_count(texts: list[str], images: list | None, image_token: str, 
         )
     if num_placeholders == 0:
         raise ValueError(
-            f"{num_images} image(s) were given but the text has no {image_token} placeholder. Put "
-            f"{image_token} where each image goes (the reference writes "
-            f"'USER: {image_token}\\nquestion'), "
+            f"{num_images} image(s) were given but the text has no {image_token} placeholder. Put {image_token} "
+            f"where each image goes (the reference writes 'USER: {image_token}\\nquestion'), "
             'or use `apply_chat_template` with {"type": "image"} content blocks.'
         )
     raise ValueError(
@@ -164,23 +163,136 @@ def _check_image_count(texts: list[str], images: list | None, image_token: str, 
     )
 
 
+def _is_batch(conversation) -> bool:
+    return bool(conversation) and isinstance(conversation[0], (list, tuple))
+
+
+def _with_message_texts(conversation, edit):
+    """The conversation (or batch) with `edit(text, message_index, message)` applied to every text of its messages."""
+
+    def edit_message(index, message):
+        content = message.get("content")
+        if isinstance(content, str):
+            return {**message, "content": edit(content, index, message)}
+        if not isinstance(content, list):
+            return message
+        is_text = [isinstance(block, dict) and isinstance(block.get("text"), str) for block in content]
+        blocks = [{**b, "text": edit(b["text"], index, message)} if t else b for b, t in zip(content, is_text)]
+        return {**message, "content": blocks}
+
+    conversations = conversation if _is_batch(conversation) else [conversation]
+    edited = [[edit_message(index, message) for index, message in enumerate(messages)] for messages in conversations]
+    return edited if _is_batch(conversation) else edited[0]
+
+
 def _reject_control_tokens(conversation, control_tokens: list[str]):
-    conversations = conversation if conversation and isinstance(conversation[0], (list, tuple)) else [conversation]
-    for messages in conversations:
-        for index, message in enumerate(messages):
-            content = message.get("content")
-            texts = [content] if isinstance(content, str) else [
-                block.get("text", "") for block in content or [] if isinstance(block, dict)
-            ]
-            for text in texts:
-                found = [token for token in control_tokens if isinstance(text, str) and token in text]
-                if found:
-                    raise ValueError(
-                        f"Message {index} ({message.get('role')!r}) contains {found[0]!r}, a special token of "
-                        "SQ-LLaVA's prompt format: in a rendered string it would act as structure (end a turn, "
-                        "add an image slot or a role). Use `apply_chat_template(..., tokenize=True)`, which "
-                        "encodes it as plain text, or remove it from the message."
-                    )
+    def check(text, index, message):
+        found = [token for token in control_tokens if token in text]
+        if found:
+            raise ValueError(
+                f"Message {index} ({message.get('role')!r}) contains {found[0]!r}, a special token of SQ-LLaVA's "
+                "prompt format: in a rendered string it would act as structure (end a turn, add an image slot or a "
+                "role). Use `apply_chat_template(..., tokenize=True)`, which encodes it as plain text, or remove it."
+            )
+        return text
+
+    _with_message_texts(conversation, check)
+
+
+def _mark_typed_tokens(conversation, control_tokens: list[str]):
+    """Wrap every special token typed in message text in the `_TYPED_*` markers (markers already there are dropped, so
+    text cannot forge a marked token)."""
+    pattern = re.compile("|".join(re.escape(token) for token in control_tokens))
+
+    def mark(text, index, message):
+        text = text.replace(_TYPED_START, "").replace(_TYPED_END, "")
+        return pattern.sub(lambda match: _TYPED_START + match.group(0) + _TYPED_END, text)
+
+    return _with_message_texts(conversation, mark)
+
+
+def _encode_text(processor, chunk: str, continuation: bool, control_ids, with_offsets: bool):
+    """Ids of `chunk` as plain text with sentencepiece's dummy prefix, and (`with_offsets`) each id's character span
+    in `chunk` (a span of the dummy prefix alone is empty)."""
+    spans = None
+    if processor._sentencepiece_model is not None:
+        # Sentencepiece (add_dummy_prefix, no whitespace collapsing) always prepends "▁", even before a leading
+        # space: " ASSISTANT:" -> "▁▁ASSISTANT:". Feeding the backend model directly keeps that in any pipeline.
+        prefix = "" if continuation else "▁"
+        pieces = prefix + chunk.replace(" ", "▁")  # one character of `pieces` per character of `chunk`
+        tokens = processor._sentencepiece_model.tokenize(pieces)
+        ids = [token.id for token in tokens]
+        if with_offsets:  # the backend gives UTF-8 byte offsets into `pieces`
+            char_of_byte = [index for index, char in enumerate(pieces) for _ in char.encode("utf-8")] + [len(pieces)]
+            spans = []
+            for start, end in (token.offsets for token in tokens):
+                first, last = char_of_byte[start], char_of_byte[end - 1] + 1 if end > start else char_of_byte[start]
+                spans.append((max(first - len(prefix), 0), max(last - len(prefix), 0)))
+    elif continuation:
+        raise ValueError("Only sentencepiece-style backends can encode a chunk continuation on its own.")
+    else:
+        encoding = processor.tokenizer(
+            chunk, add_special_tokens=False, split_special_tokens=True, return_offsets_mapping=with_offsets
+        )
+        ids, spans = encoding["input_ids"], encoding.get("offset_mapping")
+    if control_ids is None:
+        control_ids = {processor.tokenizer.convert_tokens_to_ids(token) for token in processor.control_tokens}
+    if control_ids.intersection(ids):
+        raise ValueError(f"Cannot encode {chunk!r} as plain text: the tokenizer turns it into a special token.")
+    return ids, spans
+
+
+def _encode_prompt(processor, text: str, add_bos: bool, marked: bool, with_offsets: bool = False):
+    """
+    The reference's `tokenizer_image_token` (docs/original.md#tokenisation-chunk-by-chunk): split on structure tokens
+    and encode each text chunk on its own. Returns the ids and (`with_offsets`) each id's character span in `text`: a
+    structure token's own text (every image token the `<image>` it replaces), `(0, 0)` for a BOS the text lacks.
+    """
+    control_pattern = "|".join(re.escape(token) for token in processor.control_tokens)
+    marker_pattern = f"{_TYPED_START}(.*?){_TYPED_END}|[{_TYPED_START}{_TYPED_END}]"
+    pattern = re.compile(f"{marker_pattern}|{control_pattern}" if marked else control_pattern, re.DOTALL)
+    tokenizer = processor.tokenizer
+    ids, offsets = [], []
+    if add_bos and tokenizer.bos_token is not None and not text.startswith(tokenizer.bos_token):
+        ids.append(tokenizer.bos_token_id)  # exactly one BOS, even if the template wrote one
+        offsets.append((0, 0))
+    slices = []  # the (start, end) slices of `text` that make the current chunk
+
+    def flush():
+        chunk = "".join(text[start:end] for start, end in slices)
+        if chunk:  # the reference's `tokenizer("")` gives only the BOS it then drops
+            chunk_ids, spans = _encode_text(processor, chunk, False, None, with_offsets)
+            ids.extend(chunk_ids)
+        if chunk and with_offsets:  # `where`: the position in `text` of each character of the chunk
+            where = [position for start, end in slices for position in range(start, end)] + [slices[-1][1]]
+            offsets.extend((where[start], where[end - 1] + 1 if end > start else where[start]) for start, end in spans)
+        slices.clear()
+
+    position = 0
+    for match in pattern.finditer(text):
+        slices.append((position, match.start()))
+        position = match.end()
+        if marked and match.group(0)[0] in (_TYPED_START, _TYPED_END):
+            if match.group(1):  # a token typed in a message: plain text, part of the chunk
+                slices.append(match.span(1))
+            continue
+        flush()
+        count = processor.image_seq_length if match.group(0) == processor.image_token else 1
+        ids.extend([tokenizer.convert_tokens_to_ids(match.group(0))] * count)
+        offsets.extend([match.span()] * count)
+    slices.append((position, len(text)))
+    flush()
+    return ids, offsets if with_offsets else None
+
+
+def _unmask_image_tokens(output, image_token_id: int):
+    # Image tokens are never trained, whatever a custom template's generation blocks cover.
+    masks, input_ids = output["assistant_masks"], output["input_ids"]
+    if not isinstance(masks, list):  # a tensor or an array
+        masks[input_ids == image_token_id] = 0
+        return
+    for row_ids, row_mask in zip(input_ids, masks):
+        row_mask[:] = [0 if token == image_token_id else mask for token, mask in zip(row_ids, row_mask)]
 
 
 class SQLlavaProcessor(ProcessorMixin):
@@ -192,13 +304,15 @@ class SQLlavaProcessor(ProcessorMixin):
 
     - every `<image>` in the text becomes `image_seq_length` copies of the image token (576 for the real model; the
       model scatters the projected image features there) and the images become `pixel_values`;
-    - the text is tokenised as the reference's `tokenizer_image_token` does (docs/original.md#tokenisation-chunk-by-chunk): one BOS, and every chunk of text
-      between special tokens (`<image>`, `</s>`, ...) gets sentencepiece's dummy prefix "▁", as the reference's slow
-      `LlamaTokenizer` gives it, so a converted checkpoint sees the ids it was trained on. The processor encodes the
-      chunks itself: transformers 5's `LlamaTokenizer` gives a chunk that starts with a space one "▁" fewer.
+    - the text is tokenised as the reference's `tokenizer_image_token` does
+      (docs/original.md#tokenisation-chunk-by-chunk): one BOS, and every chunk of text between special tokens
+      (`<image>`, `</s>`, ...) gets sentencepiece's dummy prefix "▁", as the reference's slow `LlamaTokenizer` gives
+      it, so a converted checkpoint sees the ids it was trained on. The processor encodes the chunks itself:
+      transformers 5's `LlamaTokenizer` gives a chunk that starts with a space one "▁" fewer.
 
     [`~SQLlavaProcessor.apply_chat_template`] renders conversations with the roles `system`, `user`, `assistant` and
-    `vuser` (the virtual user), exactly as the reference's Vicuna v1 / v1_sq templates.
+    `vuser` (the virtual user), exactly as the reference's Vicuna v1 / v1_sq templates, and gives the assistant masks
+    TRL's `assistant_only_loss` trains on (the reference's supervision: answers and vuser questions).
 
     The tokenizer must already have the image token, a pad token and a special vuser marker (a converted or saved
     checkpoint's does); for a fresh Vicuna tokenizer call [`~transformers_sqllava.add_sqllava_tokens`] first, and
@@ -251,8 +365,8 @@ class SQLlavaProcessor(ProcessorMixin):
             logger.warning_once(
                 "The tokenizer has `legacy=False`: calling it directly drops sentencepiece's dummy prefix after "
                 "special tokens, unlike the reference tokenizer SQ-LLaVA checkpoints were trained with "
-                "(docs/original.md#tokenizer). SQLlavaProcessor's own ids are not affected; load the tokenizer with `legacy=True` for code "
-                "that tokenises prompts without the processor."
+                "(docs/original.md#tokenizer). SQLlavaProcessor's own ids are not affected; load the tokenizer with "
+                "`legacy=True` for code that tokenises prompts without the processor."
             )
 
     @property
@@ -280,11 +394,15 @@ class SQLlavaProcessor(ProcessorMixin):
                 The prompts, written in the reference's format (e.g. from [`~SQLlavaProcessor.apply_chat_template`]
                 with `tokenize=False`). `</s>`, `<image>` and other special tokens in this text are structure.
             **kwargs:
-                Tokenizer options (`padding`, `padding_side`, `max_length`, `pad_to_multiple_of`, `add_special_tokens`,
-                `return_attention_mask`), image-processor options (`do_pad`, `size`, ...), and `return_tensors`.
+                Tokenizer options (`padding`, `padding_side`, `max_length`, `pad_to_multiple_of`,
+                `return_attention_mask`, `return_offsets_mapping`, `add_special_tokens`: `True`, the default, adds one
+                BOS unless the text starts with it), image-processor options (`do_pad`, `size`, ...), `return_tensors`.
 
         Returns:
-            [`~transformers.BatchFeature`] with `input_ids`, `attention_mask` and, with images, `pixel_values`.
+            [`~transformers.BatchFeature`] with `input_ids`, `attention_mask`, with images `pixel_values`, and with
+            `return_offsets_mapping=True` `offset_mapping`: each id's `(start, end)` character span in its prompt, from
+            the chunk encoder that gives the ids (every image token spans its `<image>`; padding and an added BOS
+            `(0, 0)`). Prompts and offsets are not shifted for the image tokens, so no `text_replacement_offsets`.
         """
         if text is None:
             raise ValueError(
@@ -309,79 +427,43 @@ class SQLlavaProcessor(ProcessorMixin):
             images_kwargs.pop("return_tensors", None)
             data["pixel_values"] = self.image_processor(images, **images_kwargs)["pixel_values"]
 
-        add_bos = text_kwargs.get("add_special_tokens", True)
-        input_ids = [self._encode_prompt(sample, add_bos=add_bos, marked=marked) for sample in texts]
+        add_bos, with_offsets = text_kwargs.get("add_special_tokens", True), text_kwargs.get("return_offsets_mapping")
+        encoded = [_encode_prompt(self, sample, add_bos, marked, bool(with_offsets)) for sample in texts]
         max_length = text_kwargs.get("max_length")
         if text_kwargs.get("truncation") and max_length is not None:
-            too_long = [len(ids) for ids in input_ids if len(ids) > max_length]
+            too_long = [len(ids) for ids, _ in encoded if len(ids) > max_length]
             if too_long:
                 raise ValueError(
                     f"Prompts of {too_long} tokens exceed max_length={max_length}. SQLlavaProcessor does not "
                     "truncate: a cut could split the image tokens or a turn. Shorten the conversation or raise "
                     "`max_length`."
                 )
+        padding_side = text_kwargs.get("padding_side") or self.tokenizer.padding_side
         padded = self.tokenizer.pad(
-            {"input_ids": input_ids},
+            {"input_ids": [ids for ids, _ in encoded]},
             padding=text_kwargs.get("padding", False),
             max_length=max_length,
             pad_to_multiple_of=text_kwargs.get("pad_to_multiple_of"),
-            padding_side=text_kwargs.get("padding_side"),
+            padding_side=padding_side,
             return_attention_mask=text_kwargs.get("return_attention_mask", True),
         )
         data.update(padded)
+        if with_offsets:  # padding spans no text
+            pads = [[(0, 0)] * (len(row) - len(offsets)) for row, (_, offsets) in zip(padded["input_ids"], encoded)]
+            rows = zip(pads, (offsets for _, offsets in encoded))
+            data["offset_mapping"] = [pad + row if padding_side == "left" else row + pad for pad, row in rows]
         if isinstance(text, str) and return_tensors is None:
             data = {key: value[0] if key != "pixel_values" else value for key, value in data.items()}
         return BatchFeature(data=data, tensor_type=return_tensors)
-
-    def _encode_prompt(self, text: str, add_bos: bool, marked: bool) -> list[int]:
-        """Reference `tokenizer_image_token` (docs/original.md#tokenisation-chunk-by-chunk): split on structure tokens, encode each text chunk on its own."""
-        control_pattern = "|".join(re.escape(token) for token in self.control_tokens)
-        start, end = _CONTROL_TOKEN_START, _CONTROL_TOKEN_END
-        marker_pattern = f"{start}(.*?){end}|[{start}{end}]"
-        pattern = re.compile(f"{marker_pattern}|{control_pattern}" if marked else control_pattern, re.DOTALL)
-
-        bos = self.tokenizer.bos_token
-        ids = []
-        if add_bos and bos is not None and not (text.startswith(bos)):
-            ids.append(self.tokenizer.bos_token_id)  # exactly one BOS, even if the template wrote one
-        chunk, position = "", 0
-        for match in pattern.finditer(text):
-            chunk += text[position : match.start()]
-            position = match.end()
-            if marked and match.group(0)[0] in (_CONTROL_TOKEN_START, _CONTROL_TOKEN_END):
-                chunk += match.group(1) or ""  # a token typed in a message: plain text, part of the chunk
-                continue
-            ids += self.encode_chunk(chunk)
-            chunk = ""
-            if match.group(0) == self.image_token:
-                ids += [self.image_token_id] * self.image_seq_length
-            else:
-                ids.append(self.tokenizer.convert_tokens_to_ids(match.group(0)))
-        ids += self.encode_chunk(chunk + text[position:])
-        return ids
 
     def encode_chunk(self, chunk: str, continuation: bool = False, control_ids: set[int] | None = None) -> list[int]:
         """Encode text between two structure tokens as plain text, with sentencepiece's dummy prefix.
 
         `continuation=True` (sentencepiece backends only, see `encodes_continuations`) encodes text that continues a
-        chunk, without the dummy prefix: the training labels encode a chunk run by run with it. `control_ids` saves recomputing the special ids on every call.
-        """
+        chunk, without the dummy prefix (labels encode a chunk run by run). `control_ids` caches the special ids."""
         if not chunk:
             return []  # the reference's `tokenizer("")` gives only the BOS it then drops
-        if self._sentencepiece_model is not None:
-            # Sentencepiece (add_dummy_prefix, no whitespace collapsing) always prepends "▁", even before a leading
-            # space: " ASSISTANT:" -> "▁▁ASSISTANT:". Feeding the backend model directly keeps that in any pipeline.
-            prefix = "" if continuation else "▁"
-            ids = [token.id for token in self._sentencepiece_model.tokenize(prefix + chunk.replace(" ", "▁"))]
-        elif continuation:
-            raise ValueError("Only sentencepiece-style backends can encode a chunk continuation on its own.")
-        else:
-            ids = self.tokenizer.encode(chunk, add_special_tokens=False, split_special_tokens=True)
-        if control_ids is None:
-            control_ids = {self.tokenizer.convert_tokens_to_ids(token) for token in self.control_tokens}
-        if control_ids.intersection(ids):
-            raise ValueError(f"Cannot encode {chunk!r} as plain text: the tokenizer turns it into a special token.")
-        return ids
+        return _encode_text(self, chunk, continuation, control_ids, with_offsets=False)[0]
 
     def apply_chat_template(
         self,
@@ -395,7 +477,8 @@ class SQLlavaProcessor(ProcessorMixin):
         **kwargs,
     ):
         r"""
-        Render (and optionally tokenise) conversations in SQ-LLaVA's prompt format (docs/original.md#prompt-format-and-the-two-system-prompts).
+        Render (and optionally tokenise) conversations in SQ-LLaVA's prompt format
+        (docs/original.md#prompt-format-and-the-two-system-prompts).
 
         Roles are `"system"` (optional, first), `"user"`, `"assistant"` and `"vuser"` (the virtual user); content is a
         string or `{"type": "text" | "image"}` blocks (an image block can carry `"image"`, `"url"` or `"path"`, loaded
@@ -428,29 +511,33 @@ class SQLlavaProcessor(ProcessorMixin):
                 End with the role marker of the turn to generate: `"ASSISTANT:"` or `"{vuser_token}:"`.
             generation_role (`str`, *optional*, defaults to `"assistant"`):
                 `"assistant"` to answer the last user turn, `"vuser"` to make the model ask a question after the last
-                assistant turn (self-questioning, reference docs/original.md#self-questioning-at-inference).
+                assistant turn (self-questioning, docs/original.md#self-questioning-at-inference).
             system_prompt (`str`, *optional*):
                 The system prompt when the conversation has no system message: `"v1"` (the default: answering and
                 benchmarks, [`SYSTEM_PROMPT_V1`]) or `"v1_sq"` (self-questioning and training,
                 [`SYSTEM_PROMPT_V1_SQ`]).
             tokenize (`bool`, *optional*, defaults to `False`):
-                Return token ids (and `pixel_values` with `return_dict=True`) instead of the string.
+                Return token ids (and `pixel_values` with `return_dict=True`) instead of the string. The template
+                variable `add_bos_token` defaults to `tokenize`: a string is the reference's prompt text, a tokenised
+                prompt starts with the template's BOS whatever `add_special_tokens` says (TRL passes `False`).
             sanitize_control_tokens (`bool`, *optional*):
                 Special tokens typed in message text (`</s>`, `<image>`, `[vusr]`, ...) must not close a turn, add an
-                image slot or write a role. `None` (default): encoded as plain text with `tokenize=True`, a
-                `ValueError` with `tokenize=False` (a rendered string cannot keep them apart); `True`: plain text
-                (needs `tokenize=True`); `False`: verbatim, as the reference, for trusted text only. The plain-text
-                `"VUSER:"` needs no escaping: a vuser turn always follows the template's own `</s>`, which text
-                cannot produce (docs/inference.md#typed-special-tokens).
+                image slot or write a role. `None` (default): plain text with `tokenize=True`, a `ValueError` with
+                `tokenize=False` (a string cannot keep them apart); `True`: plain text (needs `tokenize=True`);
+                `False`: verbatim, as the reference, for trusted text only (docs/inference.md#typed-special-tokens).
             **kwargs:
                 Passed on as in [`~transformers.ProcessorMixin.apply_chat_template`] (`return_dict`, `return_tensors`,
-                `continue_final_message`, `processor_kwargs`, other template variables).
+                `continue_final_message`, `processor_kwargs`, template variables). `return_assistant_tokens_mask`
+                gives `assistant_masks` (what the reference trains, never image tokens), batched even for one
+                conversation.
 
         Returns:
             `str` (or `list[str]`) with `tokenize=False`; token ids or a [`~transformers.BatchFeature`] otherwise.
         """
         template_kwargs = {"generation_role": generation_role, "vuser_token": self.vuser_token}
-        template_kwargs["image_token"] = self.image_token
+        template_kwargs.update(image_token=self.image_token, add_bos_token=kwargs.pop("add_bos_token", tokenize))
+        if "add_bos_token" not in f"{self.chat_template}{chat_template or ''}":
+            del template_kwargs["add_bos_token"]  # a template saved before it: transformers would warn on every call
         if system_prompt is not None:
             template_kwargs["system_prompt"] = system_prompt
         if sanitize_control_tokens is None:
@@ -463,12 +550,14 @@ class SQLlavaProcessor(ProcessorMixin):
                 "tokens apart from the template's. Tokenise here, or leave it unset to reject such text."
             )
         if sanitize_control_tokens:
-            # Mark the control tokens typed in the messages only (transformers' own marking would also mark our
-            # `image_token` / `vuser_token` template variables), and tell `__call__` to encode them as text.
-            control_tokens_re = re.compile("|".join(re.escape(token) for token in self.control_tokens))
-            conversation = mark_control_tokens(conversation, control_tokens_re)
+            # Mark the control tokens typed in the messages only (not the `image_token` / `vuser_token` template
+            # variables), and tell `__call__` to encode them as text.
+            conversation = _mark_typed_tokens(conversation, self.control_tokens)
             kwargs["processor_kwargs"] = {**(kwargs.get("processor_kwargs") or {}), "sanitize_control_tokens": True}
-        return super().apply_chat_template(
+        masks = tokenize and kwargs.get("return_assistant_tokens_mask", False)
+        if masks and not _is_batch(conversation):
+            conversation = [conversation]  # transformers' mask step reads a batch, as TRL does
+        output = super().apply_chat_template(
             conversation,
             chat_template=chat_template,
             add_generation_prompt=add_generation_prompt,
@@ -476,6 +565,22 @@ class SQLlavaProcessor(ProcessorMixin):
             **template_kwargs,
             **kwargs,
         )
+        if masks and kwargs.get("return_dict"):
+            _unmask_image_tokens(output, self.image_token_id)
+        return output
+
+    def _get_num_multimodal_tokens(self, image_sizes: list[list[int]] | None = None, **kwargs) -> MultiModalData:
+        """
+        Image tokens per image for serving code (vLLM's transformers backend): each image, whatever its
+        `(height, width)` in `image_sizes`, is padded to a square and resized, one patch of `image_seq_length` tokens.
+
+        Returns:
+            `MultiModalData` with `num_image_tokens` and `num_image_patches` per image (empty without `image_sizes`).
+        """
+        if image_sizes is None:
+            return MultiModalData()
+        tokens, patches = [self.image_seq_length] * len(image_sizes), [1] * len(image_sizes)
+        return MultiModalData(num_image_tokens=tokens, num_image_patches=patches)
 
     @property
     def model_input_names(self) -> list[str]:
