@@ -22,7 +22,7 @@ Tiny, offline, on a CPU (bitsandbytes 4-bit runs on CPU):
 ```bash
 python examples/train_qlora.py --model_name_or_path tiny --make_tiny_demo_data /tmp/sqllava-demo \\
     --output_dir /tmp/sqllava-qlora --max_steps 10 --per_device_train_batch_size 4 \\
-    --use_cpu --gradient_checkpointing false --report_to none
+    --use_cpu --activation_checkpointing false --report_to none
 ```
 
 The real model on one 24 GB GPU:
@@ -30,7 +30,7 @@ The real model on one 24 GB GPU:
 ```bash
 python examples/train_qlora.py --model_name_or_path checkpoints/sqllava-7b-stage1 \\
     --dataset_path data/llava_v1_5_mix665k.json --image_folder data --output_dir checkpoints/sqllava-7b-qlora \\
-    --per_device_train_batch_size 4 --gradient_accumulation_steps 4 --gradient_checkpointing true
+    --per_device_train_batch_size 4 --gradient_accumulation_steps 4 --activation_checkpointing true
 ```
 """
 

@@ -21,7 +21,7 @@ Tiny, offline, on a CPU:
 ```bash
 python examples/train_stage1.py --model_name_or_path tiny --make_tiny_demo_data /tmp/sqllava-demo-stage1 \\
     --output_dir /tmp/sqllava-stage1 --max_steps 20 --per_device_train_batch_size 4 \\
-    --use_cpu --bf16 false --gradient_checkpointing false --report_to none
+    --use_cpu --bf16 false --activation_checkpointing false --report_to none
 ```
 
 The real recipe: a LLaVA-1.5 checkpoint turned into SQ-LLaVA (fresh extractor, `[vusr]` token) with
@@ -33,7 +33,7 @@ accelerate launch --config_file examples/accelerate/deepspeed_zero2.yaml example
     --model_name_or_path checkpoints/sqllava-7b-from-llava \\
     --dataset_path data/blip_laion_cc_sbu_558k.json --image_folder data/images \\
     --output_dir checkpoints/sqllava-7b-stage1 --per_device_train_batch_size 32 \\
-    --bf16 true --gradient_checkpointing true --dataloader_num_workers 4 --save_steps 5000
+    --bf16 true --activation_checkpointing true --dataloader_num_workers 4 --save_steps 5000
 ```
 
 `output_dir` then holds the full model, the input of `train_stage2.py`.

@@ -23,7 +23,7 @@ Tiny, offline, on a CPU (a random tiny SQ-LLaVA and 16 generated scenes; about a
 ```bash
 python examples/train_stage2.py --model_name_or_path tiny --make_tiny_demo_data /tmp/sqllava-demo \\
     --output_dir /tmp/sqllava-stage2 --max_steps 20 --per_device_train_batch_size 4 --logging_steps 5 \\
-    --use_cpu --bf16 false --gradient_checkpointing false --report_to none
+    --use_cpu --bf16 false --activation_checkpointing false --report_to none
 ```
 
 Two processes on a CPU (gloo; `accelerate launch --cpu --num_processes 2` would silently run one process):
@@ -31,7 +31,7 @@ Two processes on a CPU (gloo; `accelerate launch --cpu --num_processes 2` would 
 ```bash
 torchrun --nproc_per_node 2 examples/train_stage2.py --model_name_or_path tiny \\
     --make_tiny_demo_data /tmp/sqllava-demo --output_dir /tmp/sqllava-stage2-ddp --max_steps 4 \\
-    --per_device_train_batch_size 2 --use_cpu --bf16 false --gradient_checkpointing false --report_to none
+    --per_device_train_batch_size 2 --use_cpu --bf16 false --activation_checkpointing false --report_to none
 ```
 
 The real recipe, from a stage-1 checkpoint (or a converted SQ-LLaVA checkpoint, or a LLaVA-1.5 checkpoint turned
@@ -43,16 +43,17 @@ accelerate launch --config_file examples/accelerate/deepspeed_zero3.yaml example
     --dataset_path data/sharegpt4v_mix665k_cap23k_coco-ap9k_lcs3k_sam9k_div2k.json --image_folder data \\
     --output_dir checkpoints/sqllava-7b-stage2 --sq_ratio 0.5 \\
     --per_device_train_batch_size 16 --gradient_accumulation_steps 1 --num_train_epochs 1 \\
-    --bf16 true --gradient_checkpointing true --dataloader_num_workers 4 --save_steps 5000 --logging_steps 10
+    --bf16 true --activation_checkpointing true --dataloader_num_workers 4 --save_steps 5000 --logging_steps 10
 ```
 
 (The released recipe: global batch 128, `sq_r 0.5`, one epoch; `--vision_lora_gradients reference` reproduces the
-reference's untrained ViT LoRA, docs/original.md#the-vit-lora-never-trains.) The adapter is saved in `output_dir`; `PeftModel.from_pretrained(base, dir)`
-and `merge_and_unload()` give a plain SQ-LLaVA model.
+reference's untrained ViT LoRA, docs/original.md#the-vit-lora-never-trains.) The adapter is saved in `output_dir`;
+`PeftModel.from_pretrained(base, dir)` and `merge_and_unload()` give a plain SQ-LLaVA model.
 """
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -181,7 +182,7 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model=None, pro
     if model is None:
         model, processor = load_model_and_processor(script_args)
     config = stage2_config(script_args, training_args)
-    model = prepare_stage2(model, config, gradient_checkpointing=training_args.gradient_checkpointing)
+    model = prepare_stage2(model, config, gradient_checkpointing=training_args.activation_checkpointing)
     dataset = load_dataset(script_args, training_args, stage=2)
     collator = SQLlavaSelfQuestioningCollator(
         processor,
@@ -208,12 +209,36 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model=None, pro
     return trainer
 
 
+class SQLlavaTrlParser(TrlParser):
+    """`TrlParser` that still honours the flags transformers 5.23 renamed (`--gradient_checkpointing` is now
+    `--activation_checkpointing`). The recipe's defaults set the new name, and transformers lets the new name win, so
+    without this an old `--gradient_checkpointing false` would be silently ignored; with it, it works and warns."""
+
+    RENAMED = (
+        ("gradient_checkpointing", "activation_checkpointing"),
+        ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"),
+    )
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, remaining = super().parse_known_args(args, namespace)
+        for old, new in self.RENAMED:
+            value = getattr(namespace, old, None)
+            if value is None:  # not given (make_parser sets no default for the old names)
+                continue
+            warnings.warn(f"--{old} is deprecated (transformers 5.23 renamed it): use --{new}.", FutureWarning)
+            if getattr(namespace, new, None) == self.get_default(new):  # the new name, set to a non-default, wins
+                setattr(namespace, new, value)
+            setattr(namespace, old, None)
+        return namespace, remaining
+
+
 def make_parser(stage: int = 2) -> TrlParser:
-    parser = TrlParser((ScriptArguments, SFTConfig))
-    # The recipe's defaults (lr, cosine, warmup 0.03, one epoch) and what SFTTrainer needs for SQ-LLaVA rows
-    # (docs/training.md#with-trl-ddp-and-bitsandbytes): keep the `images`/`messages` columns, let the collator
-    # tokenise, never truncate through image tokens.
-    parser.set_defaults(**sft_config_kwargs(stage=stage), logging_steps=1)
+    parser = SQLlavaTrlParser((ScriptArguments, SFTConfig))
+    # The recipe's defaults (lr, cosine, warmup 0.03, one epoch, activation checkpointing) and what SFTTrainer needs
+    # for SQ-LLaVA rows (docs/training.md#with-trl-ddp-and-bitsandbytes): keep the `images`/`messages` columns, let
+    # the collator tokenise, never truncate through image tokens. TRL's own default for the old name
+    # (`gradient_checkpointing=True`) is cleared, so that only a flag the user passes reaches it.
+    parser.set_defaults(**sft_config_kwargs(stage=stage), logging_steps=1, gradient_checkpointing=None)
     return parser
 
 

@@ -49,7 +49,7 @@ def training_args(output_dir, stage=2, **overrides) -> SFTConfig:
         save_strategy="no",
         use_cpu=True,
         bf16=False,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         report_to=[],
         seed=0,
         disable_tqdm=True,
@@ -183,7 +183,7 @@ def test_two_process_torchrun(tmp_path, demo_data):
         str(EXAMPLES / "train_stage2.py"), "--model_name_or_path", "tiny",
         "--dataset_path", str(json_path), "--image_folder", str(image_folder), "--output_dir", str(tmp_path),
         "--max_steps", "2", "--per_device_train_batch_size", "2", "--use_cpu", "--bf16", "false",
-        "--gradient_checkpointing", "false", "--report_to", "none", "--disable_tqdm", "true",
+        "--activation_checkpointing", "false", "--report_to", "none", "--disable_tqdm", "true",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)

@@ -13,36 +13,153 @@
 # limitations under the License.
 """The `sqllava` command.
 
-Each subcommand lives in its own module, which exposes `add_parser(subparsers)`: it registers its sub-parser and sets
-`func`, a callable taking the parsed arguments and returning an exit code. Adding a subcommand is one line in
-`SUBCOMMAND_MODULES`.
+Each subcommand lives in its own module under `transformers_sqllava.commands`, which exposes
+`add_parser(subparsers, help=...)` (registers its sub-parser and sets `func`, a callable taking the parsed arguments
+and returning an exit code) and `run(args)`. Adding a subcommand is one entry in [`COMMANDS`].
+
+A subcommand's module is imported only when that subcommand is invoked (or its `--help` asked): `sqllava --help` and
+`sqllava --version` build the top-level parser from [`COMMANDS`] alone, and import neither torch nor transformers.
+Flags are spelled with dashes (`--max-new-tokens`); the snake_case spelling of Python and of the training scripts'
+flags (`--max_new_tokens`) is accepted too.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
+import sys
+from collections.abc import Sequence
 
 
-SUBCOMMAND_MODULES = (
-    "transformers_sqllava.commands.convert",  # sqllava convert
-    "transformers_sqllava.commands.generate",  # sqllava generate
-    "transformers_sqllava.commands.demo",  # sqllava demo
-)
+# name -> (module, one-line help). The help lives here, not in the module, so listing the commands imports nothing.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "convert": (
+        "transformers_sqllava.commands.convert",
+        "convert a released SQ-LLaVA checkpoint to a transformers folder (and push it to the Hub)",
+    ),
+    "generate": (
+        "transformers_sqllava.commands.generate",
+        "answer a question about an image, or let the model ask its own questions (self-questioning)",
+    ),
+    "demo": (
+        "transformers_sqllava.commands.demo",
+        "offline demo: a tiny SQ-LLaVA answers and asks questions about generated scenes (no download)",
+    ),
+}
+PROG = "sqllava"
 
 
-def build_parser() -> argparse.ArgumentParser:
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows "(default: ...)" after every option that has a default worth printing, and keeps the line breaks of the
+    description and epilog (their command examples).
+
+    `None` and `False` are left out: they mean "not given" (the help text says what happens then) and "off" (a flag).
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _VersionAction(argparse.Action):
+    """`--version`, computed when asked: the installed distribution's metadata, no import of the package's code."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{PROG} {package_version()}")  # stdout, as argparse's own "version" action
+        parser.exit()
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("transformers-sqllava")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        from . import __version__
+
+        return __version__
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `sqllava` parser. Only `command`'s sub-parser is complete (its module is imported); the others are
+    name-and-help placeholders, enough for the top-level `--help` and for argparse to accept their names."""
     parser = argparse.ArgumentParser(
-        prog="sqllava", description="SQ-LLaVA (Self-Questioning LLaVA) with Hugging Face Transformers."
+        prog=PROG,
+        description="SQ-LLaVA (Self-Questioning LLaVA) with Hugging Face Transformers.",
+        epilog=f"Run `{PROG} COMMAND --help` for a command's options.",
     )
+    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module_name in SUBCOMMAND_MODULES:
-        importlib.import_module(module_name).add_parser(subparsers)
+    for name, (module_name, help) in COMMANDS.items():
+        if name == command:
+            importlib.import_module(module_name).add_parser(subparsers, help=help)
+        else:
+            subparsers.add_parser(name, help=help, add_help=False)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _invoked_command(argv: Sequence[str]) -> str | None:
+    # The top level has no option that takes a value, so the first word that is not an option names the command.
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    (subparsers,) = (action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    return subparsers.choices[command]
+
+
+def normalize_flags(subparser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
+    """`--max_new_tokens 8` -> `--max-new-tokens 8` (also `--flag_name=value`) for every flag `subparser` knows in its
+    dashed spelling: the snake_case of Python kwargs and of the TRL training scripts works as typed."""
+    known = subparser._option_string_actions
+    normalized = []
+    for arg in argv:
+        flag, equals, value = arg.partition("=")
+        if arg.startswith("--") and "_" in flag and flag not in known:
+            dashed = "--" + flag[2:].replace("_", "-")
+            if any(option.startswith(dashed) for option in known):  # argparse also takes unambiguous prefixes
+                arg = dashed + equals + value
+        normalized.append(arg)
+    return normalized
+
+
+def unknown_flags(subparser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
+    """The `--flags` of `argv` that `subparser` does not know, not even as an abbreviation (argparse accepts those)."""
+    known = subparser._option_string_actions
+    flags = (arg.partition("=")[0] for arg in argv if arg.startswith("--") and arg != "--")
+    return [flag for flag in flags if not any(option.startswith(flag) for option in known)]
+
+
+def suggest_flags(subparser: argparse.ArgumentParser, unknown: Sequence[str]) -> str:
+    """`unrecognized arguments: --model_name_or_path (did you mean --model?)`: the closest spelling, else the longest
+    flag the unknown one starts with (`--model_name_or_path`, the training scripts' name, starts with `--model`)."""
+    options = [option for option in subparser._option_string_actions if option.startswith("--")]
+    described = []
+    for flag in unknown:
+        dashed = flag.replace("_", "-")
+        matches = difflib.get_close_matches(dashed, options, n=1, cutoff=0.6)
+        matches = matches or sorted((o for o in options if dashed.startswith(o + "-")), key=len, reverse=True)
+        described.append(f"{flag} (did you mean {matches[0]}?)" if matches else flag)
+    return "unrecognized arguments: " + " ".join(described)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = _invoked_command(argv)
+    parser = build_parser(command if command in COMMANDS else None)
+    if command in COMMANDS:
+        subparser = _subparser(parser, command)
+        argv = normalize_flags(subparser, argv)
+        # Before parsing: argparse would first complain about a required flag that a misspelt one was meant to be.
+        unknown = unknown_flags(subparser, argv[argv.index(command) + 1 :])
+        if unknown:
+            subparser.error(suggest_flags(subparser, unknown))
+    args = parser.parse_args(argv)
     return args.func(args)
 
 

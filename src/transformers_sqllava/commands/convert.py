@@ -25,25 +25,33 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ..conversion import SUPPORTED_DTYPES, convert_sqllava_checkpoint
+
+# `conversion.SUPPORTED_DTYPES`, spelled out so that `sqllava convert --help` imports no torch (a test keeps them
+# equal).
+DTYPES = ("float16", "bfloat16", "float32")
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_parser(subparsers: argparse._SubParsersAction, help: str | None = None) -> argparse.ArgumentParser:
+    from ..cli import HelpFormatter
+
     parser = subparsers.add_parser(
         "convert",
-        help="convert a released SQ-LLaVA checkpoint to a transformers folder (and push it to the Hub)",
+        help=help,
         description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--model-path", required=True, help="original checkpoint: folder or Hub id (LoRA or merged)")
     parser.add_argument("--model-base", help="base LLM of a LoRA checkpoint (folder or Hub id)")
-    parser.add_argument("--vision-tower", help="CLIP checkpoint; defaults to the original config's mm_vision_tower")
-    parser.add_argument("--vision-lora", help="ViT LoRA folder; defaults to MODEL_PATH/Vit-lora when present")
+    parser.add_argument("--vision-tower", help="CLIP checkpoint (default: the original config's mm_vision_tower)")
+    parser.add_argument("--vision-lora", help="ViT LoRA folder (default: MODEL_PATH/Vit-lora when present)")
     parser.add_argument("--output-dir", required=True, help="where to write the converted folder")
-    parser.add_argument("--dtype", default="float16", choices=list(SUPPORTED_DTYPES), help="output dtype")
+    parser.add_argument("--dtype", default="float16", choices=DTYPES, help="output dtype")
     parser.add_argument("--no-merge", action="store_true", help="write the base model + a PEFT adapter instead")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the output folder to this Hub repo")
     parser.add_argument("--private", action="store_true", default=None, help="create the Hub repo as private")
-    # The reference hard-codes 256 prototypes and 2 iterations (docs/original.md#prototype-extractor); these exist for test-sized checkpoints only.
+    # The reference hard-codes 256 prototypes and 2 iterations (docs/original.md#prototype-extractor); these exist
+    # for test-sized checkpoints only.
     parser.add_argument("--num-prototypes", type=int, default=256, help=argparse.SUPPRESS)
     parser.add_argument("--prototype-iterations", type=int, default=2, help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
@@ -51,6 +59,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..conversion import convert_sqllava_checkpoint
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     output_dir = convert_sqllava_checkpoint(
         args.model_path,

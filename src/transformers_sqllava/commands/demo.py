@@ -21,34 +21,43 @@ import os
 from pathlib import Path
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_parser(subparsers: argparse._SubParsersAction, help: str | None = None) -> argparse.ArgumentParser:
     """Register `sqllava demo`."""
+    from ..cli import HelpFormatter
+
     parser = subparsers.add_parser(
         "demo",
-        help="Offline demo: a tiny SQ-LLaVA answers and asks questions about generated scenes (no download).",
+        help=help,
         description=(
             "Load the tiny SQ-LLaVA shipped with the package, show what it says about a few held-out scenes (saved "
             "as PNG), and measure its answer accuracy and the share of valid self-asked questions on held-out scenes."
         ),
+        epilog=(
+            "Ask it your own question about a saved scene (the flags say how the demo model was trained to be asked; "
+            "with --model demo they are also the defaults):\n\n"
+            "    sqllava generate --model demo --image sqllava-demo-output/scene-1000003.png \\\n"
+            '        --prompt "How many circles are there?" --system-prompt "A chat about the image." --question-first'
+        ),
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("--checkpoint", default=None, help="A demo checkpoint folder (default: the committed one).")
-    parser.add_argument("--output-dir", default="sqllava-demo-output", help="Where the scene PNGs are written.")
+    parser.add_argument("--checkpoint", help="a demo checkpoint folder (default: the one shipped with the package)")
+    parser.add_argument("--output-dir", default="sqllava-demo-output", help="where the shown scenes' PNGs are written")
     parser.add_argument(
         "--retrain",
         action="store_true",
-        help="Train the demo model first (python -m transformers_sqllava.demo.train, ~10-20 min on 2 CPU cores), "
-        "into OUTPUT_DIR/checkpoint, and demo that.",
+        help="train the demo model first (python -m transformers_sqllava.demo.train, ~20 min on 2 CPU cores), "
+        "into OUTPUT_DIR/checkpoint, and demo that",
     )
-    parser.add_argument("--retrain-max-steps", type=int, default=None, help="With --retrain: override the steps.")
-    parser.add_argument("--num-shown", type=int, default=3, help="Scenes printed in full.")
-    parser.add_argument("--num-eval-scenes", type=int, default=100, help="Held-out scenes for answer accuracy.")
-    parser.add_argument("--questions-per-scene", type=int, default=3, help="Questions per evaluation scene.")
-    parser.add_argument("--num-self-questioning-scenes", type=int, default=50, help="Scenes the model asks about.")
-    parser.add_argument("--questions-asked-per-scene", type=int, default=3, help="Questions it asks per scene.")
-    parser.add_argument("--seed", type=int, default=0, help="Seeds the evaluation questions and question sampling.")
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's choice, capped at 2)."
+        "--retrain-max-steps", type=int, help="with --retrain: training steps (default: the shipped checkpoint's)"
     )
+    parser.add_argument("--num-shown", type=int, default=3, help="scenes printed in full")
+    parser.add_argument("--num-eval-scenes", type=int, default=100, help="held-out scenes for answer accuracy")
+    parser.add_argument("--questions-per-scene", type=int, default=3, help="questions per evaluation scene")
+    parser.add_argument("--num-self-questioning-scenes", type=int, default=50, help="scenes the model asks about")
+    parser.add_argument("--questions-asked-per-scene", type=int, default=3, help="questions it asks per scene")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the evaluation questions and question sampling")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, capped at 2)")
     parser.set_defaults(func=run)
     return parser
 
@@ -63,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from ..demo.record import DEFAULT_CHECKPOINT, format_targets
     from ..demo.run import format_report, run_demo
     from ..demo.train import DemoTrainingConfig, train_demo_model
+    from ._logging import quiet_bitsandbytes_cpu_kernel_notice
 
     # The tiny model's matmuls are small: more threads than cores (or cores shared with other work) only slow it.
     torch.set_num_threads(args.threads or min(torch.get_num_threads(), 2))
@@ -78,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
             config.max_steps = args.retrain_max_steps
         checkpoint = Path(args.output_dir) / "checkpoint"
         print(f"Retraining the demo model into {checkpoint} ...", flush=True)
-        train_demo_model(config, checkpoint)
+        # TRL imports peft, which imports bitsandbytes: its CPU 4-bit kernel notice does not apply (see `_logging`).
+        with quiet_bitsandbytes_cpu_kernel_notice():
+            train_demo_model(config, checkpoint)
     report = run_demo(
         checkpoint=checkpoint,
         output_dir=args.output_dir,

@@ -13,46 +13,56 @@
 # limitations under the License.
 """`sqllava generate`: answer a question about an image, or let the model ask (and answer) its own questions.
 
+    sqllava generate --model demo --image sqllava-demo-output/scene-1000003.png --prompt "How many circles are there?"
     sqllava generate --model PATH_OR_HUB_ID --image photo.jpg --prompt "What is unusual about this image?"
     sqllava generate --model PATH_OR_HUB_ID --image photo.jpg --self-question 3 --answer-questions --json
 
-A prompt is answered greedily with the v1 system prompt (the reference's benchmark setting,
-docs/original.md#evaluation-and-decoding) and streamed to stdout. `--self-question N` runs the reference demo's flow
-(docs/original.md#self-questioning-at-inference, `transformers_sqllava.self_questioning`): a greedy description, then N sampled questions (temperature 1.2, top-k 300,
-top-p 0.95), streamed as they are written. `--json` prints one JSON object instead, when everything is done.
+A prompt is answered greedily and streamed to stdout. `--self-question N` runs the reference demo's flow
+(docs/original.md#self-questioning-at-inference, `transformers_sqllava.self_questioning`): a greedy description, then
+N sampled questions (temperature 1.2, top-k 300, top-p 0.95), streamed as they are written. `--json` prints one JSON
+object instead, when everything is done.
+
+The prompt format follows the checkpoint. A converted SQ-LLaVA gets the reference's: the v1 system prompt for
+answers (the benchmarks' setting, docs/original.md#evaluation-and-decoding), v1_sq for self-questioning, the image
+before the question. A demo checkpoint (`--model demo` is the one shipped with the package) gets what it was
+trained with, read from its training record: its own system prompt ("A chat about the image.") and the question
+before the image. `--system-prompt` and `--question-first` / `--no-question-first` override either.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
-import torch
-
-from ..self_questioning import (
-    DESCRIPTION_PROMPT,
-    SelfQuestioningConfig,
-    load_image,
-    generate_from_conversations,
-    self_question,
-    stream_self_questioning,
-)
+# Only the standard library at import time: `sqllava generate --help` must not pay for torch and transformers.
 
 
-DTYPES = {"auto": "auto", "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-# The reference (docs/original.md#evaluation-and-decoding) gives answers (benchmarks, the demo's description round) at most
-# 1024 new tokens.
+DEMO_MODEL = "demo"  # `--model demo`: the checkpoint shipped with the package (what `sqllava demo` runs)
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+# The reference (docs/original.md#evaluation-and-decoding) gives answers (benchmarks, the demo's description round)
+# at most 1024 new tokens.
 DEFAULT_ANSWER_MAX_NEW_TOKENS = 1024
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_parser(subparsers: argparse._SubParsersAction, help: str | None = None) -> argparse.ArgumentParser:
+    from ..cli import HelpFormatter
+
     parser = subparsers.add_parser(
         "generate",
-        help="answer a question about an image, or let the model ask its own questions (self-questioning)",
+        help=help,
         description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("--model", required=True, help="a converted SQ-LLaVA folder or Hub id")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help=f"a converted SQ-LLaVA folder or Hub id; '{DEMO_MODEL}' is the tiny checkpoint shipped with the package "
+        f"(a local folder named '{DEMO_MODEL}' takes precedence, as for Hub ids)",
+    )
     parser.add_argument("--image", required=True, help="the image file")
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--prompt", help="a question or instruction about the image; the answer is streamed")
@@ -62,13 +72,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--answer-questions", action="store_true", help="with --self-question: the model answers its own questions"
     )
+    parser.add_argument("--description", help="with --self-question: use this description instead of generating one")
     parser.add_argument(
-        "--description", help="with --self-question: use this description instead of generating one"
+        "--description-prompt",
+        help="with --self-question: the user turn that asks for the description (default: the reference's 'Can you "
+        "describe the image in detail?'; a demo checkpoint's 'Describe the image.')",
     )
     parser.add_argument(
         "--system-prompt",
-        choices=["v1", "v1_sq"],
-        help="system prompt (default: v1 for --prompt, as the benchmarks; v1_sq for --self-question, as the demo)",
+        help="'v1' (the reference's, for answers), 'v1_sq' (with the virtual-user instructions, for self-questioning) "
+        "or any other text, used as the system message itself (default: a demo checkpoint's training prompt, else "
+        "v1 for --prompt and v1_sq for --self-question)",
+    )
+    parser.add_argument(
+        "--question-first",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --prompt: put the question before the image (`USER: Q\\n<image>`), as the demo model was trained; "
+        "--no-question-first: the image first, as the reference (default: a demo checkpoint's training order, else "
+        "the image first)",
     )
     parser.add_argument(
         "--max-new-tokens",
@@ -77,11 +99,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--seed", type=int, help="random seed, for reproducible sampled questions")
     parser.add_argument(
-        "--device", default="auto", help="'cpu', 'cuda', 'cuda:1', ... (default: cuda when available, else cpu)"
+        "--device", default="auto", help="'cpu', 'cuda', 'cuda:1', ...; 'auto': cuda when available, else cpu"
     )
-    parser.add_argument(
-        "--dtype", default="auto", choices=list(DTYPES), help="weights dtype (default: the checkpoint's)"
-    )
+    parser.add_argument("--dtype", default="auto", choices=DTYPES, help="weights dtype; 'auto': the checkpoint's")
     parser.add_argument(
         "--load-in-4bit", action="store_true", help="quantize the language model to 4-bit NF4 with bitsandbytes"
     )
@@ -90,7 +110,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
+def resolve_model(model: str) -> str:
+    """`demo` is the shipped demo checkpoint, unless there is a local folder of that name."""
+    if model == DEMO_MODEL and not os.path.isdir(model):
+        from ..demo.record import DEFAULT_CHECKPOINT
+
+        return str(DEFAULT_CHECKPOINT)
+    return model
+
+
 def resolve_device(device: str) -> str:
+    import torch
+
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
@@ -100,12 +131,16 @@ def load_model_and_processor(
     model_id: str, device: str = "auto", dtype: str = "auto", load_in_4bit: bool = False
 ) -> tuple:
     """Load an SQ-LLaVA model (optionally 4-bit NF4) and its processor through the Auto classes."""
+    import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
 
     import transformers_sqllava  # noqa: F401  (registers model_type "sqllava" with the Auto classes)
 
+    from ._logging import quiet_bitsandbytes_cpu_kernel_notice
+
+    model_id = resolve_model(model_id)
     device = resolve_device(device)
-    torch_dtype = DTYPES[dtype]
+    torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
     quantization_config = None
     if load_in_4bit:
         # The model class fills in the skip modules (vision tower, projector, lm_head stay in full precision).
@@ -115,23 +150,72 @@ def load_model_and_processor(
         quantization_config = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype
         )
-    model = AutoModelForImageTextToText.from_pretrained(
-        model_id, dtype=torch_dtype, quantization_config=quantization_config, device_map=device
-    )
+    # A 4-bit load imports bitsandbytes, whose CPU-kernel notice does not apply to SQ-LLaVA (see `_logging`).
+    with quiet_bitsandbytes_cpu_kernel_notice():
+        model = AutoModelForImageTextToText.from_pretrained(
+            model_id, dtype=torch_dtype, quantization_config=quantization_config, device_map=device
+        )
     processor = AutoProcessor.from_pretrained(model_id)
     return model.eval(), processor
 
 
-def run(args: argparse.Namespace) -> int:
+def checkpoint_prompt_format(model_id: str) -> dict:
+    """What the checkpoint was trained with, for a demo checkpoint (its `demo_training.json`): `system_prompt`,
+    `question_first` and `description_prompt`. Empty for any other checkpoint (the reference's format applies)."""
+    from ..demo.record import TRAINING_RECORD
+
+    record_path = Path(resolve_model(model_id)) / TRAINING_RECORD
+    if not record_path.is_file():
+        return {}
+    from ..demo.record import load_training_record
+    from ..demo.run import DEFAULT_SYSTEM_PROMPT
+    from ..demo.scenes import DESCRIBE_QUESTION
+
+    training = load_training_record(record_path.parent)["training_config"]
+    return {
+        "system_prompt": training.get("system_prompt", DEFAULT_SYSTEM_PROMPT),
+        "question_first": training.get("question_before_image", False),
+        "description_prompt": DESCRIBE_QUESTION,  # the wording the demo model was trained on
+    }
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Mistakes that need no model to spot, caught before loading one."""
     if args.self_question is not None and args.self_question < 1:
         raise SystemExit("--self-question needs N >= 1 questions.")
-    if args.prompt is not None and (args.answer_questions or args.description is not None):
-        raise SystemExit("--answer-questions and --description go with --self-question, not --prompt.")
-    if args.seed is not None:
-        from transformers import set_seed
+    if args.prompt is not None and (args.answer_questions or args.description or args.description_prompt):
+        raise SystemExit(
+            "--answer-questions, --description and --description-prompt go with --self-question, not --prompt."
+        )
+    if args.self_question is not None and args.question_first:
+        raise SystemExit("--question-first goes with --prompt: self-questioning puts the image first, as in training.")
+    if args.system_prompt is not None and not args.system_prompt.strip():
+        raise SystemExit("--system-prompt is empty: pass 'v1', 'v1_sq' or the text of a system message.")
+    if not os.path.isfile(args.image):
+        raise SystemExit(f"--image {args.image}: no such file.")
 
-        set_seed(args.seed)
+
+def run(args: argparse.Namespace) -> int:
+    check_arguments(args)
+    # Resolved before loading: every flag the user left out takes the checkpoint's training setting, if it has one.
+    trained = checkpoint_prompt_format(args.model)
+    if args.system_prompt is None:
+        args.system_prompt = trained.get("system_prompt", "v1" if args.prompt is not None else "v1_sq")
+    if args.question_first is None:
+        args.question_first = trained.get("question_first", False) and args.prompt is not None
+    if args.description_prompt is None and args.self_question is not None:
+        from ..self_questioning import DESCRIPTION_PROMPT
+
+        args.description_prompt = trained.get("description_prompt", DESCRIPTION_PROMPT)
+    if args.seed is not None:
+        import torch
+
+        # Not `transformers.set_seed`: it lives in `transformers.trainer_utils`, which imports peft and bitsandbytes.
+        # Generation draws from torch's generators only, and this seeds all of them (every device).
+        torch.manual_seed(args.seed)
     model, processor = load_model_and_processor(args.model, args.device, args.dtype, args.load_in_4bit)
+    from ..self_questioning import load_image
+
     image = load_image(processor, args.image)
     if args.prompt is not None:
         return answer_prompt(model, processor, image, args)
@@ -141,7 +225,11 @@ def run(args: argparse.Namespace) -> int:
 def answer_prompt(model, processor, image, args: argparse.Namespace) -> int:
     from transformers import TextStreamer
 
+    from ..self_questioning import generate_from_conversations
+
     content = [{"type": "image", "image": image}, {"type": "text", "text": args.prompt}]
+    if args.question_first:
+        content.reverse()
     conversation = [{"role": "user", "content": content}]
     streamer = None if args.json else TextStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
     (answer,) = generate_from_conversations(
@@ -149,8 +237,9 @@ def answer_prompt(model, processor, image, args: argparse.Namespace) -> int:
         processor,
         [conversation],
         generation_role="assistant",
-        system_prompt=args.system_prompt or "v1",
+        system_prompt=args.system_prompt,
         streamer=streamer,
+        images_first=not args.question_first,  # otherwise the content blocks' order
         do_sample=False,
         num_beams=1,
         max_new_tokens=args.max_new_tokens or DEFAULT_ANSWER_MAX_NEW_TOKENS,
@@ -160,13 +249,15 @@ def answer_prompt(model, processor, image, args: argparse.Namespace) -> int:
     return 0
 
 
-def self_questioning_config(args: argparse.Namespace) -> SelfQuestioningConfig:
+def self_questioning_config(args: argparse.Namespace):
+    from ..self_questioning import SelfQuestioningConfig
+
     cap = {} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens}
     return SelfQuestioningConfig(
         num_questions=args.self_question,
         answer_questions=args.answer_questions,
-        description_prompt=DESCRIPTION_PROMPT,
-        system_prompt=args.system_prompt or "v1_sq",
+        description_prompt=args.description_prompt,
+        system_prompt=args.system_prompt,
         description_generation_kwargs=dict(cap),
         question_generation_kwargs=dict(cap),
         answer_generation_kwargs=dict(cap),
@@ -174,6 +265,8 @@ def self_questioning_config(args: argparse.Namespace) -> SelfQuestioningConfig:
 
 
 def run_self_questioning(model, processor, image, args: argparse.Namespace) -> int:
+    from ..self_questioning import self_question, stream_self_questioning
+
     config = self_questioning_config(args)
     if args.json:
         descriptions = None if args.description is None else [args.description]

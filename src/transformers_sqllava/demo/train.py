@@ -302,10 +302,10 @@ def run_sft(
             seed=config.seed,
             data_seed=config.seed,
             use_cpu=True,
-            # TRL's SFTConfig defaults to bf16 autocast and gradient checkpointing. On a CPU and at this size neither
-            # saves anything that matters, and bf16 costs the look-up its precision.
+            # TRL's SFTConfig defaults to bf16 autocast, and the recipe to activation checkpointing. On a CPU and at
+            # this size neither saves anything that matters, and bf16 costs the look-up its precision.
             bf16=False,
-            gradient_checkpointing=False,
+            activation_checkpointing=False,
             dataloader_num_workers=0,  # the collator's stats are counted in this process
             # The reference's `group_by_modality_length=True`: batches of similar-length samples (the rows' `length`).
             train_sampling_strategy="group_by_length" if config.group_by_length else "random",

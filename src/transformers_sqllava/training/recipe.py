@@ -37,6 +37,7 @@ Example (stage 2 with TRL):
 
 import logging
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -55,25 +56,30 @@ VISION_TOWER_MODULE = "vision_tower"
 # Hyperparameters
 # ------------------------------------------------------------------------------------------------------------------
 
-# `scripts/pretrain_clu.sh` (docs/original.md#training-recipe). The paper says 2e-3 and a constant schedule; the released script, which these
-# follow, uses 1e-3 with cosine decay. transformers 5 takes the warmup ratio as a float `warmup_steps` < 1.
+# `scripts/pretrain_clu.sh` (docs/original.md#training-recipe). The paper says 2e-3 and a constant schedule; the
+# released script, which these follow, uses 1e-3 with cosine decay. transformers 5 takes the warmup ratio as a float
+# `warmup_steps` < 1. Both scripts checkpoint activations (`--gradient_checkpointing True`), which transformers 5.23
+# calls `activation_checkpointing`; setting it also keeps TRL's `SFTConfig`, whose own default is still the old
+# `gradient_checkpointing=True`, from warning that the old name is deprecated.
 STAGE1_TRAINING_DEFAULTS: dict[str, Any] = {
     "learning_rate": 1e-3,
     "lr_scheduler_type": "cosine",
     "warmup_steps": 0.03,
     "num_train_epochs": 1,
     "weight_decay": 0.0,
+    "activation_checkpointing": True,
 }
 
-# `scripts/finetune_lora_clu_sq.sh` (docs/original.md#training-recipe). `learning_rate` is the LLM LoRA's; the ViT LoRA and the extractor +
-# projector get their own rates through `stage2_optimizer_cls_and_kwargs`. The script runs 1.2 epochs, the README
-# says 1: we follow the README.
+# `scripts/finetune_lora_clu_sq.sh` (docs/original.md#training-recipe). `learning_rate` is the LLM LoRA's; the ViT
+# LoRA and the extractor + projector get their own rates through `stage2_optimizer_cls_and_kwargs`. The script runs
+# 1.2 epochs, the README says 1: we follow the README.
 STAGE2_TRAINING_DEFAULTS: dict[str, Any] = {
     "learning_rate": 2e-4,
     "lr_scheduler_type": "cosine",
     "warmup_steps": 0.03,
     "num_train_epochs": 1,
     "weight_decay": 0.0,
+    "activation_checkpointing": True,
 }
 
 # What TRL 1.16's `SFTTrainer` needs for SQ-LLaVA data: keep the `images`/`messages` columns for the
@@ -85,15 +91,32 @@ SFT_VISION_DEFAULTS: dict[str, Any] = {
 }
 
 
+# transformers 5.23 renamed these `TrainingArguments`; the old names still work, with a `FutureWarning`, until v6.
+_RENAMED_TRAINING_ARGUMENTS = {
+    "gradient_checkpointing": "activation_checkpointing",
+    "gradient_checkpointing_kwargs": "activation_checkpointing_kwargs",
+}
+
+
 def sft_config_kwargs(stage: Literal[1, 2], **overrides) -> dict[str, Any]:
     """
     Keyword arguments for `trl.SFTConfig` (or, without the SFT-only keys, `TrainingArguments`): the stage's
     defaults, [`SFT_VISION_DEFAULTS`], then `overrides`.
 
+    Activation checkpointing is on, as in the released scripts; `activation_checkpointing=False` turns it off. The
+    pre-5.23 names `gradient_checkpointing` / `gradient_checkpointing_kwargs` are still accepted (with a
+    `FutureWarning`) and mean the same: passing them to `SFTConfig` next to these defaults would be silently ignored,
+    since transformers lets the new name win.
+
     Example: `SFTConfig(output_dir="out", **sft_config_kwargs(stage=1, per_device_train_batch_size=16, bf16=True))`.
     """
     if stage not in (1, 2):
         raise ValueError(f"`stage` must be 1 (alignment) or 2 (self-questioning instruction tuning), got {stage!r}.")
+    for old, new in _RENAMED_TRAINING_ARGUMENTS.items():
+        if old in overrides:
+            message = f"`{old}` is deprecated (transformers 5.23 renamed it): pass `{new}` instead."
+            warnings.warn(message, FutureWarning, stacklevel=2)
+            overrides.setdefault(new, overrides.pop(old))  # the new name, when given too, wins (as in transformers)
     defaults = STAGE1_TRAINING_DEFAULTS if stage == 1 else STAGE2_TRAINING_DEFAULTS
     return {**defaults, **SFT_VISION_DEFAULTS, **overrides}
 
