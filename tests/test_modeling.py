@@ -1,6 +1,10 @@
 """SQLlavaConfig, the prototype extractor and SQLlavaForConditionalGeneration on tiny random models."""
 
 import copy
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -277,7 +281,11 @@ def test_forward_loss_and_image_features(model):
     outputs = model(**inputs, labels=inputs["input_ids"])
     assert outputs.logits.shape == (2, inputs["input_ids"].shape[1], 421)
     assert outputs.loss is not None and torch.isfinite(outputs.loss)
-    assert outputs.image_hidden_states.shape == (2 * 16, 32)
+    # The projector's output, one (image_seq_length, text hidden size) tensor per image. Through the public
+    # `get_image_features`: the outputs' `image_hidden_states` is deprecated from transformers 5.24 (a per-image list
+    # there, and other contents from 5.30).
+    image_features = model.get_image_features(pixel_values=inputs["pixel_values"]).pooler_output
+    assert [tuple(features.shape) for features in image_features] == [(16, 32)] * 2
     # The image tokens carry the projector's output, so the image changes the logits after it.
     other = model(**{**inputs, "pixel_values": torch.randn_like(inputs["pixel_values"])})
     assert not torch.allclose(outputs.logits[:, -1], other.logits[:, -1])
@@ -336,6 +344,45 @@ def test_save_pretrained_writes_remote_code_and_auto_map(model, tmp_path):
     auto_map = AutoConfig.from_pretrained(tmp_path).auto_map
     assert auto_map["AutoConfig"] == "configuration_sqllava.SQLlavaConfig"
     assert auto_map["AutoModelForImageTextToText"] == "modeling_sqllava.SQLlavaForConditionalGeneration"
+    assert auto_map["AutoModel"] == "modeling_sqllava.SQLlavaModel"
+
+
+REMOTE_BASE_MODEL_LOAD = textwrap.dedent(
+    """
+    import sys
+    sys.modules["transformers_sqllava"] = None  # any `import transformers_sqllava` now raises ImportError
+
+    import torch
+    from transformers import AutoModel
+
+    folder = sys.argv[1]
+    model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+    assert type(model).__name__ == "SQLlavaModel", type(model)
+    assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
+    inputs = torch.load(f"{folder}/inputs.pt")
+    with torch.no_grad():
+        hidden = model(**inputs).last_hidden_state
+    torch.testing.assert_close(hidden, torch.load(f"{folder}/expected_hidden.pt"), rtol=0, atol=0)
+    print("REMOTE-BASE-MODEL-OK")
+    """
+)
+
+
+def test_saved_folder_loads_with_remote_code_automodel_without_the_package(model, tmp_path):
+    # `AutoModel.from_pretrained(..., trust_remote_code=True)` gives the base model of a saved
+    # SQLlavaForConditionalGeneration, its weights included, in a process that cannot import this package.
+    model.save_pretrained(tmp_path)
+    inputs = make_inputs()
+    with torch.no_grad():
+        torch.save(model.model(**inputs).last_hidden_state, tmp_path / "expected_hidden.pt")
+    torch.save(inputs, tmp_path / "inputs.pt")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    result = subprocess.run(
+        [sys.executable, "-c", REMOTE_BASE_MODEL_LOAD, str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "REMOTE-BASE-MODEL-OK" in result.stdout
 
 
 def test_load_in_bfloat16_and_device_map_auto(model, tmp_path):

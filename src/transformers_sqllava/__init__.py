@@ -2,12 +2,15 @@
 
 Importing this package registers `model_type="sqllava"` with `AutoConfig`, `AutoModel`,
 `AutoModelForImageTextToText` (and `AutoProcessor`), so the Auto classes and `pipeline` load SQ-LLaVA checkpoints.
+`modeling_sqllava` gives PEFT default LoRA targets for it (`LORA_TARGET_MODULES`), so `LoraConfig()` without
+`target_modules` works, with the package or from a saved folder's remote code.
 """
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageTextToText, AutoProcessor
 
 from .configuration_sqllava import SQLlavaConfig
 from .modeling_sqllava import (
+    LORA_TARGET_MODULES,
     SQLlavaForConditionalGeneration,
     SQLlavaModel,
     SQLlavaMultiModalProjector,
@@ -49,6 +52,7 @@ __all__ = [
     "add_vuser_token",
     "initialize_token_embeddings",
     "resize_embeddings_for_processor",
+    "LORA_TARGET_MODULES",
     "SQLlavaConfig",
     "SQLlavaForConditionalGeneration",
     "SQLlavaModel",

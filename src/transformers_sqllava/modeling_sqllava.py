@@ -21,6 +21,10 @@ the loss and generation. The projector is the reference's `Clustering` module (d
 """
 
 import copy
+import importlib.abc
+import importlib.util
+import sys
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +38,7 @@ from transformers.models.llava.modeling_llava import (
     LlavaModel,
     LlavaPreTrainedModel,
 )
+from transformers.utils import torch_compilable_check
 
 from .configuration_sqllava import SQLlavaConfig
 
@@ -63,10 +68,10 @@ class SQLlavaPreTrainedModel(LlavaPreTrainedModel):
           `_default_llm_int8_skip_modules`: the vision tower, the prototype extractor + projector and `lm_head` stay in
           full precision and only the language model's linears are quantized, as in the reference's 4/8-bit path
           (LLaVA `train.py`: `llm_int8_skip_modules=["mm_projector"]`, the CLIP tower is built after quantization).
-          Transformers' own default keeps only `lm_head`, which would also quantize the extractor, whose routing reads
-          `prototype_proj.weight` directly and cannot use a packed 4-bit weight. A list the user passes, even `[]`, is
-          used as given. The list is written to `config.quantization_config`, so a saved 4-bit model reloads with the
-          same layout.
+          Transformers' own default keeps only `lm_head`, which would also quantize the prototype extractor and the
+          projector. A list the user passes, even `[]`, is used as given (a quantized extractor works: its projections
+          are called as modules). The list is written to `config.quantization_config`, so a saved 4-bit model reloads
+          with the same layout.
         - After a 4-bit load, CPU weight repacking is switched off on every `Linear4bit`: see
           [`~SQLlavaPreTrainedModel.disable_bnb_cpu_weight_repacking`].
         """
@@ -114,6 +119,31 @@ class SQLlavaPreTrainedModel(LlavaPreTrainedModel):
         return num_layers
 
 
+def linear_in_dtype(layer: nn.Module, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:
+    """
+    `layer` (an `nn.Linear`, or the PEFT / bitsandbytes module that replaced it) as a function computing in `dtype`.
+
+    The layer is called as a module, not as `F.linear` on its `.weight`, so whatever wraps it stays in the path: a PEFT
+    LoRA (`target_modules="all-linear"` puts one on every extractor projection) gets its gradient, and hooks run.
+    Floating-point parameters of another dtype (bf16 weights, fp32 routing) are cast for the call with
+    `torch.func.functional_call`, which computes exactly `F.linear(inputs, weight.to(dtype), bias.to(dtype))`. The
+    casts are made once, here: applied in several iterations, the function sums the gradient in `dtype` before it
+    reaches the original parameter, as one `weight.to(dtype)` does. A quantized layer (bitsandbytes: integer weights)
+    casts its input to its compute dtype and its output back itself, so it is used as it is.
+    """
+    parameters = dict(layer.named_parameters())
+    if any(not parameter.is_floating_point() for parameter in parameters.values()):
+        return layer
+    cast = {name: value.to(dtype) for name, value in parameters.items() if value.dtype != dtype}
+    if not cast:
+        return layer
+
+    def layer_in_dtype(inputs: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(layer, cast, (inputs,))
+
+    return layer_in_dtype
+
+
 class SQLlavaPrototypeExtractor(SQLlavaPreTrainedModel):
     r"""
     The prototype extractor of SQ-LLaVA: learned clusters that enrich each image token (reference `Clustering`,
@@ -154,8 +184,8 @@ class SQLlavaPrototypeExtractor(SQLlavaPreTrainedModel):
         self.post_init()
 
     def _pool_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        # (batch, tokens, channels) -> (batch, num_prototypes, channels). AdaptiveAvgPool1d windows: with 576 tokens and
-        # 256 prototypes every window holds 3 consecutive raster tokens and neighbours overlap by 0 or 1 token.
+        # (batch, tokens, channels) -> (batch, num_prototypes, channels). AdaptiveAvgPool1d windows: with 576 tokens
+        # and 256 prototypes every window holds 3 consecutive raster tokens and neighbours overlap by 0 or 1 token.
         return F.adaptive_avg_pool1d(tokens.transpose(1, 2), self.num_prototypes).transpose(1, 2)
 
     def forward(self, image_features: torch.Tensor) -> torch.Tensor:
@@ -174,8 +204,9 @@ class SQLlavaPrototypeExtractor(SQLlavaPreTrainedModel):
                 "the image size, or lower `num_prototypes`."
             )
         input_dtype = image_features.dtype
-        # fp32 (or wider: float64 stays float64) for the routing; `prototype_extractor_fp32=False` keeps the input dtype.
+        # fp32 (float64 stays float64) for the routing; `prototype_extractor_fp32=False` keeps the input dtype.
         compute_dtype = torch.promote_types(input_dtype, torch.float32) if self.compute_in_fp32 else input_dtype
+        # The projections of the raw tokens run in the model's dtype (and under autocast, if on), as in the reference.
         keys = self.key_proj(image_features)
         values = self.value_proj(image_features)
 
@@ -190,10 +221,9 @@ class SQLlavaPrototypeExtractor(SQLlavaPreTrainedModel):
             # The reference normalises the keys over the *token* axis (each channel of key_proj(x) gets unit norm
             # across the image), not over channels: the assignment logit is not a cosine (docs/original.md#prototype-extractor step 3, docs/original.md#where-the-code-differs-from-the-paper).
             keys = F.normalize(keys, dim=1)
-            prototype_weight = self.prototype_proj.weight.to(compute_dtype)
-            prototype_bias = self.prototype_proj.bias.to(compute_dtype)
+            prototype_proj = linear_in_dtype(self.prototype_proj, compute_dtype)
             for _ in range(self.prototype_iterations):
-                prototypes = F.linear(prototypes, prototype_weight, prototype_bias)
+                prototypes = prototype_proj(prototypes)
                 logits = F.normalize(prototypes, dim=-1) @ keys.transpose(1, 2)  # (batch, prototypes, tokens)
                 soft_assignment = logits.softmax(dim=1)  # over prototypes, for each token; no temperature
                 prototypes = soft_assignment @ values  # unnormalised M-step, as in the reference
@@ -264,17 +294,22 @@ class SQLlavaModel(SQLlavaPreTrainedModel, LlavaModel):
             special_image_mask = (inputs_embeds == image_embedding).all(-1)
         else:
             special_image_mask = input_ids == self.config.image_token_id
-        num_image_tokens = int(special_image_mask.sum())
         num_image_features = image_features.shape[0]
-        if num_image_tokens != num_image_features:
-            per_image = self.config.image_seq_length
-            raise ValueError(
+        per_image = self.config.image_seq_length
+
+        def mismatch_message() -> str:
+            num_image_tokens = int(special_image_mask.sum())
+            return (
                 f"Image features and image tokens do not match: the text has {num_image_tokens} image tokens "
                 f"({num_image_tokens / per_image:g} images' worth at {per_image} tokens per image) but "
                 f"{num_image_features // per_image} images were given ({num_image_features} features). Build the "
                 "inputs with `SQLlavaProcessor`, which expands every `<image>` into `image_seq_length` tokens, and "
                 "pass exactly one image per `<image>` placeholder."
             )
+
+        # As in LLaVA: `torch_compilable_check` is a compiler hint under `torch.compile` (an `if` on the token count
+        # would be data-dependent control flow, a graph break) and a `ValueError` with the message in eager mode.
+        torch_compilable_check(special_image_mask.sum() == num_image_features, mismatch_message)
         return special_image_mask.unsqueeze(-1).expand_as(inputs_embeds).to(inputs_embeds.device)
 
 
@@ -303,12 +338,75 @@ class SQLlavaForConditionalGeneration(SQLlavaPreTrainedModel, LlavaForConditiona
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """
+        [`~transformers.PreTrainedModel.save_pretrained`], with `SQLlavaModel` in the saved `auto_map` as well.
+
+        `save_pretrained` writes `auto_map` only for the saved class's own Auto class (`AutoModelForImageTextToText`),
+        so without this `AutoModel.from_pretrained(folder, trust_remote_code=True)` would not find the base model in
+        the copied `modeling_sqllava.py`.
+        """
+        if self.is_remote_code():
+            base_model_class = f"{SQLlavaModel.__module__.rsplit('.', 1)[-1]}.{SQLlavaModel.__name__}"
+            auto_map = getattr(self.config, "auto_map", None) or {}
+            self.config.auto_map = {**auto_map, "AutoModel": base_model_class}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# PEFT's default LoRA targets for `model_type="sqllava"`. Registered here, in the Hub file, so that remote-code loads
+# (`trl sft --trust_remote_code`, which does not import this package) get them too.
+# --------------------------------------------------------------------------------------------------------------------
+
+# Used when a `LoraConfig` has no `target_modules` (as `trl sft --use_peft` without `--lora_target_modules`): the
+# language model's attention and MLP projections, the layers LLaVA-1.5's LoRA recipe trains. A regex over full module
+# names: the bare names would also put LoRAs on CLIP's `q_proj`/`k_proj`/`v_proj`. PEFT >= 0.19 reads a string here.
+LORA_TARGET_MODULES = (
+    r"(?:.*\.)?language_model\.layers\.\d+\.(?:self_attn\.(?:q|k|v|o)_proj|mlp\.(?:gate|up|down)_proj)"
+)
+
+
+def _register_lora_target_modules(peft_constants) -> None:
+    peft_constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.setdefault("sqllava", LORA_TARGET_MODULES)
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """
+    Calls `callback(module)` once the module `module_name` is imported, without importing it now: importing PEFT here
+    would add about a second, and bitsandbytes' start-up messages, to every import of this file.
+    """
+
+    def __init__(self, module_name: str, callback):
+        self.module_name, self.callback = module_name, callback
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.module_name or self not in sys.meta_path:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)  # the regular finders, now that this one is gone
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_module_then_call_back(module):
+            exec_module(module)
+            self.callback(module)
+
+        spec.loader.exec_module = exec_module_then_call_back  # an attribute of this spec's own loader instance
+        return spec
+
+
+if "peft.utils.constants" in sys.modules:
+    _register_lora_target_modules(sys.modules["peft.utils.constants"])
+else:
+    sys.meta_path.insert(0, _AfterImport("peft.utils.constants", _register_lora_target_modules))
 
 SQLlavaConfig.register_for_auto_class()
 SQLlavaModel.register_for_auto_class("AutoModel")
 SQLlavaForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
 
 __all__ = [
+    "LORA_TARGET_MODULES",
     "SQLlavaForConditionalGeneration",
     "SQLlavaModel",
     "SQLlavaMultiModalProjector",

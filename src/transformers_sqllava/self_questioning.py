@@ -41,6 +41,7 @@ Where this differs from the reference, on purpose:
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -451,9 +452,44 @@ def stream_self_questioning(
             )
 
 
+class _WholeByteRunStreamer(TextIteratorStreamer):
+    """
+    A `TextIteratorStreamer` that holds back byte-fallback pieces (`<0x64>`, `<0xE5>`, ...) until a regular piece or
+    the end follows, so that the streamed chunks add up to the final decoded text.
+
+    The ByteFallback decoder of Llama-style tokenizers decodes a run of byte pieces as one UTF-8 string, and an invalid
+    run as one U+FFFD per byte, including a byte that decoded to a letter on its own: `<0x64>` is "d", `<0x64><0xE5>`
+    is "��". From transformers 5.24 on, streamers emit letters as soon as they decode, so a plain one can stream a "d"
+    that the final text does not have.
+    """
+
+    _BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")
+
+    def __init__(self, tokenizer, **kwargs):
+        super().__init__(tokenizer, **kwargs)
+        self.held_back_ids: list[int] = []
+
+    def put(self, value: torch.Tensor):
+        if (self.skip_prompt and self.next_tokens_are_prompt) or (value.dim() > 1 and value.shape[0] > 1):
+            return super().put(value)  # the prompt (skipped), or a batch (which the parent rejects)
+        self.held_back_ids.extend(value.reshape(-1).tolist())
+        if self._BYTE_PIECE.fullmatch(self.tokenizer.convert_ids_to_tokens(self.held_back_ids[-1]) or ""):
+            return
+        self._release()
+
+    def end(self):
+        self._release()
+        super().end()
+
+    def _release(self):
+        if self.held_back_ids:
+            ids, self.held_back_ids = self.held_back_ids, []
+            super().put(torch.tensor(ids))
+
+
 def _stream_generation(model, processor, conversations, part, index, role, system_prompt, generation_kwargs):
-    """Run `generate_from_conversations` in a thread with a `TextIteratorStreamer`; yield chunks, return the texts."""
-    streamer = TextIteratorStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    """Run `generate_from_conversations` in a thread with a streamer; yield chunks, return the texts."""
+    streamer = _WholeByteRunStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
     outcome = {}
 
     def run():
