@@ -48,6 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction, help: str | None = None) 
     parser.add_argument("--output-dir", required=True, help="where to write the converted folder")
     parser.add_argument("--dtype", default="float16", choices=DTYPES, help="output dtype")
     parser.add_argument("--no-merge", action="store_true", help="write the base model + a PEFT adapter instead")
+    parser.add_argument("--overwrite", action="store_true", help="replace a previous conversion in OUTPUT_DIR")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the output folder to this Hub repo")
     parser.add_argument("--private", action="store_true", default=None, help="create the Hub repo as private")
     # The reference hard-codes 256 prototypes and 2 iterations (docs/original.md#prototype-extractor); these exist
@@ -74,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         private=args.private,
         num_prototypes=args.num_prototypes,
         prototype_iterations=args.prototype_iterations,
+        overwrite=args.overwrite,
     )
     print(f"Converted checkpoint written to {output_dir}")
     return 0

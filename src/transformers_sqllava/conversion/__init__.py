@@ -25,7 +25,8 @@ In both, the vision tower is the CLIP checkpoint named by the original config's 
 
 The conversion is strict: every source tensor is either renamed into the new model or listed as dropped with its
 reason, and a missing or unexpected tensor stops it with its name. `.bin` files are read with
-`torch.load(weights_only=True)`; the output is safetensors only.
+`torch.load(weights_only=True)`; the output is safetensors only. Every read error names its file, and nothing is
+written until every source has been read (docs/errors.md#conversion).
 
 The modules, in the order a conversion uses them:
 
@@ -35,6 +36,8 @@ The modules, in the order a conversion uses them:
 - `state_dict`: one source renamed, dropped, merged and cast; the result checked against the model;
 - `sources`: the language model from either layout, the vision tower;
 - `peft_adapter`, `model_card`: the `--no-merge` PEFT adapter and the card of the output folder;
+- `output_folder`: the output folder is never a source and never holds other files; `overwrite` replaces a previous
+  conversion, its stale `adapter/` included;
 - `convert`: `convert_sqllava_checkpoint`, which runs them. Its command line is `sqllava convert`
   (`transformers_sqllava.commands.convert`).
 """

@@ -31,6 +31,7 @@ from ..tokens import add_sqllava_tokens, resize_embeddings_for_processor
 from .checkpoint_io import has_tokenizer, is_lora_release, read_json, read_original_config, resolve_checkpoint
 from .keys import ConversionRecord
 from .model_card import render_conversion_card, vision_lora_status
+from .output_folder import check_not_a_source, check_output_folder, clear_previous_conversion
 from .peft_adapter import save_peft_adapter
 from .sources import convert_lora_release, convert_merged_checkpoint, convert_vision_tower
 from .state_dict import check_state_dict
@@ -74,7 +75,13 @@ def build_processor(
             f"No tokenizer (tokenizer.model or tokenizer.json) in {tokenizer_dir}. Vicuna-v1.5's tokenizer is "
             "Llama 2's: copy the tokenizer files of lmsys/vicuna-7b-v1.5 into that folder."
         )
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, legacy=True)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, legacy=True)
+    except Exception as error:  # a damaged tokenizer.json / tokenizer.model fails in tokenizers or sentencepiece
+        raise ValueError(
+            f"Cannot load the tokenizer in {tokenizer_dir}: {type(error).__name__}: {error}. Copy the base model's "
+            "tokenizer files (tokenizer.model, tokenizer_config.json, ...) there again."
+        ) from error
     # The release learned its vuser marker as plain text ("VUSER"), so only `<image>` and `<pad>` are added.
     add_sqllava_tokens(tokenizer, vuser_token=ORIGINAL_VUSER_MARKER)
     # The reference pads to a square when `image_aspect_ratio == "pad"` (every released checkpoint, docs/original.md#release-layout) and does so
@@ -164,6 +171,7 @@ def convert_sqllava_checkpoint(
     private: bool | None = None,
     num_prototypes: int = 256,
     prototype_iterations: int = 2,
+    overwrite: bool = False,
 ) -> Path:
     r"""
     Convert an original SQ-LLaVA checkpoint to a transformers-sqllava folder (model, processor, remote code, card).
@@ -174,7 +182,8 @@ def convert_sqllava_checkpoint(
             `non_lora_trainables.bin`, optional `Vit-lora/`), or a merged one from `merge_lora_weights.py`. A local
             folder or a Hub repo id (e.g. `"ZachSun/sqllava-lora-7b"`).
         output_dir (`str` or `Path`):
-            Where to write the converted folder.
+            Where to write the converted folder: a new or empty folder, none of the sources and not inside one (a
+            conversion never writes where it reads).
         model_base (`str` or `Path`, *optional*):
             The base LLM the LoRA was trained on; required for the LoRA release (the reference (docs/original.md#release-layout): the ShareGPT4V
             Vicuna of the same size). For a merged checkpoint, only used for the tokenizer if the checkpoint has none.
@@ -196,12 +205,29 @@ def convert_sqllava_checkpoint(
         num_prototypes (`int`, *optional*, defaults to 256), prototype_iterations (`int`, *optional*, defaults to 2):
             The reference hard-codes 256 and 2 (docs/original.md#prototype-extractor; `num_latents` in its config is never read). Change them only for
             test-sized checkpoints.
+        overwrite (`bool`, *optional*, defaults to `False`):
+            Convert into a folder that holds a previous conversion: its files (a stale `adapter/` of a `--no-merge`
+            run included) are removed once the new model is built, just before it is written. A folder with other
+            files is refused either way.
 
     Returns:
         `Path`: the output folder.
+
+    Raises:
+        `ValueError`: the output folder is a source, inside or around one, or not empty (without `overwrite`); a
+            source file cannot be read (named, with the fix); the tensors do not fit the model. `FileNotFoundError`:
+            a source folder or file is missing. The messages are listed in docs/errors.md#conversion.
     """
     torch_dtype = parse_dtype(dtype)
-    output_dir = Path(output_dir)
+    output_dir = Path(output_dir).expanduser()
+    given = {"--model-path": model_path, "--model-base": model_base, "--vision-tower": vision_tower,
+             "--vision-lora": vision_lora}  # fmt: skip
+    # Before any weights are read (or downloaded): a refused output folder costs nothing.
+    check_not_a_source(output_dir, given)
+    if vision_tower is None and (Path(model_path).expanduser() / "config.json").is_file():
+        named = read_json(Path(model_path).expanduser() / "config.json").get("mm_vision_tower")
+        check_not_a_source(output_dir, {"vision tower (`mm_vision_tower`)": named})
+    check_output_folder(output_dir, overwrite)
     record = ConversionRecord()
     model_dir = resolve_checkpoint(model_path, "--model-path")
     original_config = read_original_config(model_dir)
@@ -228,7 +254,11 @@ def convert_sqllava_checkpoint(
     )
     model = build_model(config, weights, processor, torch_dtype)
 
-    # 4. The output folder: model, processor, the PEFT adapter with `merge=False`, the card; then the upload.
+    # 4. The output folder: model, processor, the PEFT adapter with `merge=False`, the card; then the upload. The
+    # sources as they were resolved (Hub snapshots included) are checked once more, and only then is anything removed.
+    check_not_a_source(output_dir, {"--model-path": model_dir, "--model-base": base_dir, "vision tower": vision.folder})
+    check_output_folder(output_dir, overwrite)
+    clear_previous_conversion(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir, max_shard_size="5GB")
     processor.save_pretrained(output_dir)

@@ -108,11 +108,36 @@ class LoraAdapter:
         return None
 
 
+def check_adapter_config(config: dict, path: Path):
+    """Raise a `ValueError` naming `path` and the key unless `config` describes a LoRA this converter can apply."""
+
+    def fail(problem: str):
+        raise ValueError(f"{path}: {problem}. It must be the adapter_config.json that PEFT saved with these weights.")
+
+    if config.get("peft_type", "LORA") != "LORA":
+        fail(f"`peft_type` is {config['peft_type']!r}; only LoRA adapters can be converted")
+    for key in ("r", "lora_alpha"):
+        if key not in config:
+            fail(f"no `{key}` (each LoRA's scaling is lora_alpha / r)")
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            fail(f"`{key}` must be a positive number, got {value!r}")
+    for key in ("rank_pattern", "alpha_pattern"):
+        if not isinstance(config.get(key) or {}, dict):
+            fail(f"`{key}` must be a dict of module-name pattern -> value, got {config[key]!r}")
+    targets = config.get("target_modules")
+    if targets is not None and not isinstance(targets, str) and not (
+        isinstance(targets, list) and all(isinstance(target, str) for target in targets)
+    ):
+        fail(f"`target_modules` must be a regex or a list of module names, got {targets!r}")
+
+
 def read_adapter(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """`adapter_config.json` and the tensors of `adapter_model.safetensors|bin` in `folder`."""
+    """`adapter_config.json` (checked) and the tensors of `adapter_model.safetensors|bin` in `folder`."""
     if not (folder / "adapter_config.json").is_file():
         raise FileNotFoundError(f"No adapter_config.json in {folder}: it is needed for each LoRA's r and lora_alpha.")
     config = read_json(folder / "adapter_config.json")
+    check_adapter_config(config, folder / "adapter_config.json")
     for weights_name in ADAPTER_WEIGHTS:
         if (folder / weights_name).is_file():
             return config, load_torch_file(folder / weights_name)
@@ -162,6 +187,11 @@ def build_lora_adapter(
             missing = "lora_B" if "A" in pair else "lora_A"
             raise ValueError(
                 f"{source}: `{peft_names[module]}` has no {missing} matrix; the adapter file is incomplete."
+            )
+        if pair["A"].dim() != 2 or pair["B"].dim() != 2 or pair["B"].shape[1] != pair["A"].shape[0]:
+            raise ValueError(
+                f"{source}: `{peft_names[module]}` has lora_A {tuple(pair['A'].shape)} and lora_B "
+                f"{tuple(pair['B'].shape)}; a LoRA pair is A [r, in] and B [out, r]. The adapter file is damaged."
             )
         lora_A[module], lora_B[module] = pair["A"], pair["B"]
         scaling[module] = lora_scaling(config, peft_names[module], rank=pair["A"].shape[0], source=source)

@@ -142,7 +142,12 @@ def convert_vision_tower(
         "presumably Lin-Chen/ShareGPT4V-7B_Pretrained_vit-large336-l12 or its 13B counterpart, reference docs/original.md#vision-tower)."
     )
     folder = resolve_checkpoint(source, "vision tower", hint)
-    config = CLIPVisionConfig.from_pretrained(folder)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"No config.json in the vision tower folder {folder}: is it a CLIP checkpoint? {hint}")
+    try:
+        config = CLIPVisionConfig.from_pretrained(folder)
+    except Exception as error:  # malformed JSON, a config of another model
+        raise ValueError(f"Cannot read the vision tower's {folder / 'config.json'}: {error}") from error
     lora = select_vision_lora(model_dir, vision_lora, vision_lora_copy, record)
     state_dict = convert_tensors(
         iterate_checkpoint(folder), VISION_TOWER_KEY_MAPPING, DROPPED_CLIP_KEYS, f"the vision tower {folder}",

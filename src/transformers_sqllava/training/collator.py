@@ -26,19 +26,31 @@ import logging
 import math
 import os
 import random
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 from transformers import TrainerCallback
 from transformers.data.data_collator import DataCollatorMixin
 
-from .labels import IGNORE_INDEX, Segment, conversation_segments, encode_segments
+from ..processing_sqllava import SYSTEM_PROMPTS
+from .labels import IGNORE_INDEX, Segment, check_messages, conversation_segments, encode_segments, num_image_blocks
 
 
 logger = logging.getLogger(__name__)
 
 OverflowPolicy = Literal["raise", "skip", "truncate_text"]
+
+
+class _Row(NamedTuple):
+    """One row of a batch after `_check_row`: its name in errors and logs, its `id` (`None` without one), its
+    messages and its RGB images."""
+
+    sample_id: str
+    id: Any
+    messages: list[dict[str, Any]]
+    images: list
 
 
 @dataclass
@@ -56,7 +68,10 @@ class CollatorStats:
         num_given_vuser_turns (`int`): vuser turns already in the data (`from: "vuser"`), trained as such.
         num_answer_tokens (`int`): supervised answer tokens (answers + `</s>`; the caption + `"\n"` in stage 1).
         num_question_tokens (`int`): supervised question tokens (vuser questions + `</s>`).
-        num_skipped (`int`): samples left out because they exceed `max_length` (`on_overflow="skip"`).
+        num_skipped (`int`): samples left out (`on_overflow="skip"`): longer than `max_length`, or with nothing to
+            train on; their ids are in `skipped_ids`.
+        num_unsupervised (`int`): of the skipped samples, those with no trained token (no assistant answer or vuser
+            question, or none left within `max_length`).
         num_truncated (`int`): samples cut to `max_length` (`on_overflow="truncate_text"`).
     """
 
@@ -69,6 +84,7 @@ class CollatorStats:
     num_answer_tokens: int = 0
     num_question_tokens: int = 0
     num_skipped: int = 0
+    num_unsupervised: int = 0
     num_truncated: int = 0
     skipped_ids: list[str] = field(default_factory=list)
 
@@ -104,6 +120,10 @@ class _SQLlavaCollatorBase(DataCollatorMixin):
             raise ValueError(f"`on_overflow` must be 'raise', 'skip' or 'truncate_text', got {self.on_overflow!r}.")
         if self.return_tensors != "pt":
             raise ValueError(f"Only `return_tensors='pt'` is supported, got {self.return_tensors!r}.")
+        for name in ("max_length", "pad_to_multiple_of"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"`{name}` must be a positive integer or None, got {value!r}.")
         tokenizer = getattr(self.processor, "tokenizer", None)
         if tokenizer is None or not hasattr(self.processor, "encode_chunk"):
             raise ValueError(
@@ -117,19 +137,18 @@ class _SQLlavaCollatorBase(DataCollatorMixin):
 
     # -- per sample -------------------------------------------------------------------------------------------------
 
-    def _encode(self, example: dict[str, Any], has_image: bool, batch_rng: random.Random | None):
-        """Token ids of one sample and a role per token: `None` (not trained), `"assistant"` or `"vuser"`."""
+    def _encode(self, row: _Row, batch_rng: random.Random | None):
+        """Token ids of one checked row and a role per token: `None` (not trained), `"assistant"` or `"vuser"`."""
         raise NotImplementedError
 
     def _batch_rng(self) -> random.Random | None:
         """The random draws shared by one batch's samples, if the collator draws any."""
         return None
 
-    def _fit(self, ids: list[int], tags: list, example: dict[str, Any]) -> tuple[list[int], list] | None:
+    def _fit(self, ids: list[int], tags: list, sample_id: str) -> tuple[list[int], list] | None:
         """Applies `max_length`; returns `None` for a skipped sample. Never cuts through the image tokens."""
         if self.max_length is None or len(ids) <= self.max_length:
             return ids, tags
-        sample_id = str(example.get("id", "?"))
         image_token_id = self.processor.image_token_id
         last_image = max((i for i, token in enumerate(ids) if token == image_token_id), default=-1)
         problem = (
@@ -149,36 +168,113 @@ class _SQLlavaCollatorBase(DataCollatorMixin):
                 f"{problem} Truncating would cut through its image tokens (the last at position {last_image}): raise "
                 "`max_length`, or pass `on_overflow='skip'`."
             )
+        self._skip(sample_id, problem)
+        return None
+
+    def _skip(self, sample_id: str, problem: str):
         self.stats.num_skipped += 1
         self.stats.skipped_ids.append(sample_id)
         logger.warning("%s Skipped (%d skipped so far).", problem, self.stats.num_skipped)
-        return None
+
+    def _check_supervised(self, tags: list, sample_id: str, cut: bool) -> bool:
+        """Whether the sample has a trained token; without one it is skipped (`on_overflow="skip"`) or raises. A batch
+        of such samples would average a loss over zero tokens: NaN, which `Trainer` would apply."""
+        if any(tag is not None for tag in tags):
+            return True
+        left = f" left within max_length={self.max_length}" if cut else ""
+        problem = f"Sample {sample_id!r} has nothing to train on: no assistant answer or vuser question{left}."
+        if self.on_overflow != "skip":
+            raise ValueError(
+                f"{problem} Add the answer (or raise `max_length`), or pass `on_overflow='skip'` to leave such "
+                "samples out (they are counted in `collator.stats`)."
+            )
+        self.stats.num_unsupervised += 1
+        self._skip(sample_id, problem)
+        return False
+
+    # -- per row ----------------------------------------------------------------------------------------------------
+
+    def _check_row(self, example: Any, position: int) -> _Row:
+        """The row's id, messages and images, checked: every bad row raises here, naming the sample and the fix."""
+        if not isinstance(example, Mapping):
+            raise ValueError(
+                f"Row {position} of the batch is a {type(example).__name__}, not a dict: rows are "
+                "`{'messages': [...], 'images': [...]}` (TRL's conversational vision format)."
+            )
+        sample_id = str(example["id"]) if example.get("id") is not None else f"#{position} of the batch"
+        where = f"Sample {sample_id!r}"
+        if "messages" not in example:
+            raise ValueError(
+                f"{where} has no 'messages': rows must be in TRL's conversational vision format, e.g. from "
+                f"`load_llava_dataset` (its keys: {sorted(map(str, example))})."
+            )
+        messages = example["messages"]
+        check_messages(messages, where)
+        images = self._images_of(example, where)
+        # Counted per row: the model takes a batch's images in order, so one row's missing image would hand its
+        # placeholder the next row's image (or train image tokens on no image at all).
+        placeholders = num_image_blocks(messages)
+        if placeholders != len(images):
+            fix = (
+                "add {'type': 'image'} to the first user turn's content" if placeholders < len(images) else
+                "give the row its image in 'images' (or drop the image block for a text-only sample)"
+            )
+            raise ValueError(
+                f"{where} has {placeholders} image block(s) in its messages but {len(images)} image(s): {fix}."
+            )
+        try:  # open, decode and convert here, so that a bad image names its sample
+            images = self.processor.image_processor.fetch_images(images)
+        except (TypeError, ValueError, FileNotFoundError) as error:
+            raise type(error)(f"{where}: {error}") from error
+        return _Row(sample_id, example.get("id"), messages, images)
+
+    @staticmethod
+    def _images_of(example: Mapping, where: str) -> list:
+        if "images" in example:
+            images = example["images"] if example["images"] is not None else []
+        else:  # one `image` (or none)
+            images = [example["image"]] if example.get("image") is not None else []
+        if not isinstance(images, (list, tuple)):
+            raise ValueError(
+                f"{where}: 'images' must be a list of images, got a {type(images).__name__}: wrap it, "
+                "`'images': [image]`."
+            )
+        if len(images) > 1:
+            raise ValueError(f"{where} has {len(images)} images; SQ-LLaVA takes one image per sample.")
+        if any(image is None for image in images):
+            raise ValueError(f"{where}: 'images' holds None; give the image, or an empty list for a text-only sample.")
+        return list(images)
 
     # -- per batch --------------------------------------------------------------------------------------------------
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if not isinstance(examples, (list, tuple)) or not examples:
+            raise ValueError(
+                f"The collator got an empty batch ({examples!r:.40}): give it a list of at least one row."
+            )
         tokenizer = self.processor.tokenizer
+        rows = [self._check_row(example, position) for position, example in enumerate(examples)]
         sequences, images = [], []
         batch_rng = self._batch_rng()
-        for example in examples:
-            example_images = self._images_of(example)
-            ids, tags = self._encode(example, bool(example_images), batch_rng)
-            fitted = self._fit(ids, tags, example)
-            if fitted is None:
+        for row in rows:
+            ids, tags = self._encode(row, batch_rng)
+            fitted = self._fit(ids, tags, row.sample_id)
+            if fitted is None or not self._check_supervised(fitted[1], row.sample_id, cut=len(fitted[1]) < len(tags)):
                 continue
             ids, tags = fitted
             labels = [token if tag is not None else IGNORE_INDEX for token, tag in zip(ids, tags)]
             sequences.append((ids, labels))
-            images += example_images
+            images += row.images
             self.stats.num_samples += 1
-            self.stats.num_image_samples += bool(example_images)
-            self.stats.num_text_only_samples += not example_images
+            self.stats.num_image_samples += bool(row.images)
+            self.stats.num_text_only_samples += not row.images
             self.stats.num_answer_tokens += sum(tag == "assistant" for tag in tags)
             self.stats.num_question_tokens += sum(tag == "vuser" for tag in tags)
         if not sequences:
             raise ValueError(
-                f"All {len(examples)} samples of the batch exceed max_length={self.max_length} and were skipped: "
-                "raise `max_length`."
+                f"All {len(examples)} samples of the batch were skipped (longer than max_length={self.max_length}, "
+                f"or with nothing to train on; last skipped: {self.stats.skipped_ids[-len(examples):]}): raise "
+                "`max_length`, or fix or filter these samples. An empty batch cannot be trained on."
             )
 
         length = max(len(ids) for ids, _ in sequences)
@@ -199,16 +295,6 @@ class _SQLlavaCollatorBase(DataCollatorMixin):
             )["pixel_values"]
         return batch
 
-    @staticmethod
-    def _images_of(example: dict[str, Any]) -> list:
-        if "image" in example and "images" not in example:
-            return [] if example["image"] is None else [example["image"]]
-        images = example.get("images") or []
-        if len(images) > 1:
-            raise ValueError(
-                f"Sample {example.get('id', '?')!r} has {len(images)} images; SQ-LLaVA takes one image per sample."
-            )
-        return list(images)
 
 
 @dataclass
@@ -252,11 +338,15 @@ class SQLlavaSelfQuestioningCollator(_SQLlavaCollatorBase):
       `torch.manual_seed`). Stream positions are not saved in checkpoints, and `Trainer` prefetches batches, so this
       mode does not replay exactly after a resume.
 
-    Inputs (one dict per sample, TRL's conversational vision format; other keys such as `id` are ignored):
+    Inputs (one dict per sample, TRL's conversational vision format; `id` names the sample in errors, logs and
+    `stats.skipped_ids`, and keys its vuser draws; other keys are ignored):
 
     - `messages`: `[{"role": "user" | "assistant" | "vuser" | "system", "content": str | [{"type": "image"},
       {"type": "text", "text": ...}]}, ...]`, user/assistant alternating, the image block in the first user turn;
-    - `images`: a list with the sample's image (`PIL.Image`), empty for text-only samples (or `image`: one image).
+      a user turn that is only an image renders as `USER: <image> ASSISTANT:` (the reference's prompt for LLaVA's
+      `"<image>"`-only turns);
+    - `images`: a list with the sample's image (anything [`SQLlavaImageProcessor`] takes: `PIL.Image`, array, path),
+      empty for text-only samples (or `image`: one image).
 
     Outputs (`dict[str, torch.Tensor]`, right-padded):
 
@@ -290,7 +380,16 @@ class SQLlavaSelfQuestioningCollator(_SQLlavaCollatorBase):
             A sample longer than `max_length`: `"raise"` a `ValueError` naming the sample; `"skip"` it (counted in
             `stats.num_skipped`, its id in `stats.skipped_ids`, and logged); or `"truncate_text"`: cut the text at
             `max_length` (counted in `stats.num_truncated`), which raises if the cut would go through image tokens.
-            The reference truncates in the collator and can cut through the image; no policy here does.
+            The reference truncates in the collator and can cut through the image; no policy here does. A sample
+            with nothing to train on (no assistant answer or vuser question, or none left after the cut) is skipped
+            with `"skip"` (also counted in `stats.num_unsupervised`) and raises otherwise: it never reaches the loss,
+            where a batch of them would give NaN.
+
+    Every row is checked first, and a bad one raises a `ValueError` (`TypeError`, `FileNotFoundError` for images)
+    naming the sample (its `id`, else its position in the batch) and the fix: an empty batch, missing or malformed
+    `messages` (types, roles, order, content blocks), a number of image blocks other than the row's number of images
+    (counted per row: one row's image never goes to another's placeholder), unreadable images
+    (docs/errors.md#collators).
         pad_to_multiple_of (`int`, *optional*):
             Pad the length to a multiple of this.
         pad_to_square (`bool`, *optional*, defaults to `True`):
@@ -330,6 +429,11 @@ class SQLlavaSelfQuestioningCollator(_SQLlavaCollatorBase):
             raise ValueError(
                 f"`sq_ratio` is a probability in [0, 1] (0.5 in the released recipe), got {self.sq_ratio}."
             )
+        if self.system_prompt not in SYSTEM_PROMPTS:
+            raise ValueError(
+                f"`system_prompt` must be one of {sorted(SYSTEM_PROMPTS)} (\"v1_sq\" trains as the reference), got "
+                f"{self.system_prompt!r}. For another prompt, start each conversation with a system message."
+            )
         # Without the callback: one number per call from this stream (or torch's global RNG) seeds the batch.
         self._stream = random.Random(self.seed) if self.seed is not None else None
         self.epoch: int | None = None  # set by `set_epoch` (SQLlavaCollatorCallback): per-sample keyed draws
@@ -340,10 +444,9 @@ class SQLlavaSelfQuestioningCollator(_SQLlavaCollatorBase):
         self.epoch = int(epoch)
         self._epoch_seed = self.seed if self.seed is not None else (default_seed or 0)
 
-    def _sample_rng(self, example: dict[str, Any]) -> random.Random:
-        key = example.get("id")
+    def _sample_rng(self, messages: list[dict], key: Any) -> random.Random:
         if key is None:  # no id: the sample's text identifies it
-            key = hashlib.sha1(json.dumps(example.get("messages"), sort_keys=True, default=str).encode()).hexdigest()
+            key = hashlib.sha1(json.dumps(messages, sort_keys=True, default=str).encode()).hexdigest()
         # A string seed is hashed with SHA-512: the same in every process, independent of PYTHONHASHSEED.
         return random.Random(f"sqllava-vuser|{self._epoch_seed}|{self.epoch}|{key}")
 
@@ -384,18 +487,17 @@ class SQLlavaSelfQuestioningCollator(_SQLlavaCollatorBase):
             result.append(message)
         return result
 
-    def _encode(self, example: dict[str, Any], has_image: bool, batch_rng: random.Random | None):
-        messages = example.get("messages")
-        if not messages:
-            raise ValueError(
-                f"Sample {example.get('id', '?')!r} has no 'messages': rows must be in TRL's conversational vision "
-                "format, e.g. from `load_llava_dataset`."
-            )
+    def _encode(self, row: _Row, batch_rng: random.Random | None):
+        messages = row.messages
         self.stats.num_given_vuser_turns += sum(message.get("role") == "vuser" for message in messages)
-        messages = self.draw_vuser_turns(messages, has_image, batch_rng or self._sample_rng(example))
+        rng = batch_rng or self._sample_rng(messages, row.id)
+        messages = self.draw_vuser_turns(messages, bool(row.images), rng)
         has_system = messages[0].get("role") == "system"
         system_prompt = None if has_system else self.system_prompt
-        segments = conversation_segments(self.processor, messages, system_prompt, images_first=self.images_first)
+        try:
+            segments = conversation_segments(self.processor, messages, system_prompt, images_first=self.images_first)
+        except ValueError as error:  # the template's own checks (e.g. a system prompt given twice)
+            raise ValueError(f"Sample {row.sample_id!r}: {error}") from error
         return encode_segments(self.processor, segments)
 
 
@@ -432,13 +534,12 @@ class SQLlavaAlignmentCollator(_SQLlavaCollatorBase):
 
     pad_to_square: bool = False
 
-    def _encode(self, example: dict[str, Any], has_image: bool, batch_rng: random.Random | None):
-        messages = example.get("messages") or []
-        sample_id = example.get("id", "?")
+    def _encode(self, row: _Row, batch_rng: random.Random | None):
+        messages, has_image = row.messages, bool(row.images)
         roles = [message.get("role") for message in messages]
         if roles != ["user", "assistant"] or not has_image:
             raise ValueError(
-                f"Sample {sample_id!r}: stage-1 (plain) samples are an image, one user turn and one assistant turn "
+                f"Sample {row.sample_id!r}: stage-1 (plain) samples are an image, one user turn and one assistant turn "
                 f"(the caption), as the reference asserts (docs/original.md#stage-1-labels); got roles {roles} and "
                 f"{'an' if has_image else 'no'} image."
             )

@@ -34,6 +34,8 @@ from typing import Any, Literal
 from datasets import Dataset, Features, List, Value
 from PIL import Image
 
+from ..image_processing_sqllava import open_image_file, to_rgb_image
+
 logger = logging.getLogger(__name__)
 
 IMAGE_PLACEHOLDER = "<image>"
@@ -115,16 +117,22 @@ class LlavaDatasetReport:
 
 def _sample_id(sample: dict[str, Any], index: int) -> str:
     # LLaVA ids are strings or ints; Arrow wants one type. Samples without an id are named by their position.
-    return str(sample["id"]) if sample.get("id") is not None else f"#{index}"
+    sample_id = sample.get("id")
+    if sample_id is None:
+        return f"#{index}"
+    if isinstance(sample_id, bool) or not isinstance(sample_id, (str, int)):
+        raise ValueError(f"Sample #{index}: 'id' must be a string or an integer, got {sample_id!r:.80}.")
+    return str(sample_id)
 
 
 def _convert_turn(turn: Any, sample_id: str, turn_index: int, has_image: bool) -> dict[str, Any]:
     if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
         raise ValueError(
-            f"Sample {sample_id!r}, turn {turn_index}: every turn must be a dict with 'from' and 'value', got {turn!r}."
+            f"Sample {sample_id!r}, turn {turn_index}: every turn must be a dict with 'from' and 'value', "
+            f"got {turn!r:.120}."
         )
     speaker, text = turn["from"], turn["value"]
-    if speaker not in ROLE_MAP:
+    if not isinstance(speaker, str) or speaker not in ROLE_MAP:
         raise ValueError(
             f"Sample {sample_id!r}, turn {turn_index}: unknown speaker 'from': {speaker!r}. Use one of "
             f"{sorted(ROLE_MAP)} ('human' -> user, 'gpt' -> assistant, 'vuser' -> the virtual user)."
@@ -148,8 +156,34 @@ def _convert_turn(turn: Any, sample_id: str, turn_index: int, has_image: bool) -
             "image, placed in the first human turn. Move the placeholder there."
         )
     # preprocess_multimodal (docs/original.md#training-data): remove every placeholder, strip, and put the image first.
+    # A turn that was only the placeholder keeps no text block: the reference strips "<image>\n" to "<image>", so the
+    # prompt is "USER: <image> ASSISTANT:", with no newline (the collators render an image-only turn that way).
     text = text.replace(IMAGE_PLACEHOLDER, "").strip()
-    return {"role": role, "content": [{"type": "image", "text": None}, {"type": "text", "text": text}]}
+    text_blocks = [{"type": "text", "text": text}] if text else []
+    return {"role": role, "content": [{"type": "image", "text": None}, *text_blocks]}
+
+
+def _check_turn_order(messages: list[dict[str, Any]], sample_id: str):
+    """The order the chat template needs (user/vuser and assistant alternating from a user turn) and one answer or
+    vuser question to train on, checked here so that a bad sample fails while loading, with its id. (The reference's
+    `preprocess_v1_sq2` has its alternation check commented out, and renders such samples as they come.)"""
+    for index, message in enumerate(messages):
+        expected = ("user", "vuser") if index % 2 == 0 else ("assistant",)
+        if message["role"] not in expected or index == 0 and message["role"] != "user":
+            speakers = "'human'" if index == 0 else ("'human' or 'vuser'" if index % 2 == 0 else "'gpt'")
+            raise ValueError(
+                f"Sample {sample_id!r}, turn {index}: expected {speakers}, got "
+                f"{_speaker(message['role'])!r}. Turns alternate human (or vuser) / gpt, starting with a human turn."
+            )
+    if not any(message["role"] in ("assistant", "vuser") for message in messages):
+        raise ValueError(
+            f"Sample {sample_id!r} has no 'gpt' turn: nothing to train on (a batch of such samples has no "
+            "supervised token, a NaN loss). Add the answer, or leave the sample out."
+        )
+
+
+def _speaker(role: str) -> str:
+    return {role: speaker for speaker, role in ROLE_MAP.items()}[role]
 
 
 def convert_llava_sample(sample: dict[str, Any], index: int = 0) -> dict[str, Any]:
@@ -172,14 +206,16 @@ def convert_llava_sample(sample: dict[str, Any], index: int = 0) -> dict[str, An
     image = sample.get("image")
     if image is not None and not isinstance(image, str):
         raise ValueError(
-            f"Sample {sample_id!r}: 'image' must be one file path (a string), got {image!r}. SQ-LLaVA takes one image "
-            "per sample."
+            f"Sample {sample_id!r}: 'image' must be one file path (a string), got {image!r:.120}. SQ-LLaVA takes one "
+            "image per sample."
         )
+    if image is not None and not image.strip():
+        raise ValueError(f"Sample {sample_id!r}: 'image' is an empty string; give the file path or drop the key.")
     conversations = sample.get("conversations")
     if not isinstance(conversations, list) or not conversations:
         raise ValueError(
             f"Sample {sample_id!r} has no conversation: 'conversations' must be a non-empty list of turns, got "
-            f"{conversations!r}."
+            f"{conversations!r:.120}."
         )
     has_image = image is not None
     messages = [_convert_turn(turn, sample_id, i, has_image) for i, turn in enumerate(conversations)]
@@ -188,21 +224,32 @@ def convert_llava_sample(sample: dict[str, Any], index: int = 0) -> dict[str, An
             f"Sample {sample_id!r} has an image but its first human turn has no {IMAGE_PLACEHOLDER!r} placeholder. "
             f"Add {IMAGE_PLACEHOLDER!r} to the first human turn (LLaVA data puts '<image>\\n' before the question)."
         )
+    _check_turn_order(messages, sample_id)
     return {"id": sample_id, "messages": messages, "image": image}
+
+
+class UnreadableImageError(ValueError, OSError):
+    """An image file that cannot be read when its row is: a `ValueError` (bad input), and an `OSError` as PIL's own
+    `UnidentifiedImageError` is, so code that catches either keeps working."""
 
 
 def _open_image(path: str, sample_id: str) -> Image.Image:
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, ValueError) as error:  # FileNotFoundError, PIL.UnidentifiedImageError, truncated files
-        raise OSError(f"Sample {sample_id!r}: cannot read image {path!r}: {error}") from error
+        with open_image_file(path) as image:  # closed when read: a multi-frame file keeps its handle open otherwise
+            rgb = to_rgb_image(image)
+            return rgb.copy() if rgb is image else rgb
+    except FileNotFoundError as error:  # removed since loading
+        raise FileNotFoundError(f"Sample {sample_id!r}: {error}") from error
+    except (OSError, ValueError, TypeError) as error:  # corrupt, truncated, empty, an unsupported mode
+        raise UnreadableImageError(f"Sample {sample_id!r}: cannot read image {path!r}: {error}") from error
 
 
 def _check_image(path: str, verify: bool) -> str | None:
     """Returns why the image cannot be used, or `None` if it looks fine."""
     if not os.path.isfile(path):
         return "file not found"
+    if os.path.getsize(path) == 0:
+        return "empty file (0 bytes)"
     if verify:
         try:
             with Image.open(path) as image:
@@ -210,6 +257,22 @@ def _check_image(path: str, verify: bool) -> str | None:
         except Exception as error:  # noqa: BLE001 (PIL raises many types for corrupt files)
             return f"unreadable ({type(error).__name__}: {error})"
     return None
+
+
+def _read_json_list(path: str) -> list:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"LLaVA JSON file {path!r} not found (working directory {os.getcwd()!r}).")
+    try:
+        with open(path, encoding="utf-8") as file:
+            samples = json.load(file)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(
+            f"{path!r} is not valid JSON ({error}). LLaVA data is one JSON list of samples; a JSON-lines file (one "
+            "sample per line) can be read with `[json.loads(line) for line in open(path)]` and passed as `data`."
+        ) from error
+    if not isinstance(samples, list):
+        raise ValueError(f"{path!r} must hold a JSON list of samples, got a {type(samples).__name__}.")
+    return samples
 
 
 def _drop_none(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -252,7 +315,9 @@ def load_llava_dataset(
     - `id` (`str`): the sample's id;
     - `messages`: the conversation with roles `user` (LLaVA `human`), `assistant` (`gpt`) and `vuser` (`vuser`), each
       content a list of parts. The first user turn of an image sample starts with `{"type": "image"}` and its text has
-      the `<image>` placeholder removed and is stripped, as the reference's `preprocess_multimodal` does (docs/original.md#training-data);
+      the `<image>` placeholder removed and is stripped, as the reference's `preprocess_multimodal` does
+      (docs/original.md#training-data); a turn that was only `<image>` keeps no text part, and renders as
+      `USER: <image> ASSISTANT:`, without a newline, as the reference's prompt;
     - `images`: a list with the sample's RGB `PIL.Image`, empty for text-only samples;
     - `length` (`int`): [`sample_length`], for `train_sampling_strategy="group_by_length"` (the reference's
       `group_by_modality_length=True`), which batches samples of similar length and so wastes less on padding.
@@ -264,7 +329,13 @@ def load_llava_dataset(
 
     Missing images are found when loading (one `os.path.isfile` per sample); with `verify_images=True` every image is
     also opened and checked with `PIL.Image.verify`, which finds corrupt files up front at the cost of reading them.
-    A file that fails later, when its row is read, raises an `OSError` naming the sample id and path.
+    A file that fails later, when its row is read, raises `UnreadableImageError` (a `ValueError` and an `OSError`)
+    naming the sample id and path, or `FileNotFoundError` if it has gone since.
+
+    Every sample is checked while loading, and the first bad one raises a `ValueError` naming its id (or `#index`),
+    the turn and the fix: wrong types, missing keys, an empty conversation, unknown speakers, turns that do not
+    alternate human / gpt from a human turn, `<image>` without an image or an image without `<image>`, and samples
+    with no `gpt` turn (nothing to train on). The messages are listed in docs/errors.md#training-data.
 
     Args:
         data (`str`, `os.PathLike` or iterable of `dict`):
@@ -273,9 +344,10 @@ def load_llava_dataset(
             The folder the samples' `image` paths are relative to (the reference's `--image_folder`). Defaults to the
             JSON file's folder, or the working directory when `data` is not a file.
         on_missing_image (`str`, *optional*, defaults to `"raise"`):
-            What to do with a sample whose image is missing (or unreadable, with `verify_images=True`): `"raise"` a
-            `FileNotFoundError` naming the sample id and path, or `"skip"` the sample. Skipped samples are counted,
-            logged with a warning and listed in the report.
+            What to do with a sample whose image is missing, empty (0 bytes), or unreadable (with
+            `verify_images=True`): `"raise"` a `FileNotFoundError` (missing) or `UnreadableImageError` naming the
+            sample id and path, or `"skip"` the sample. Skipped samples are counted, logged with a warning and listed
+            in the report.
         verify_images (`bool`, *optional*, defaults to `False`):
             Open and verify every image while loading.
         return_report (`bool`, *optional*, defaults to `False`):
@@ -298,11 +370,13 @@ def load_llava_dataset(
     if on_missing_image not in ("raise", "skip"):
         raise ValueError(f"`on_missing_image` must be 'raise' or 'skip', got {on_missing_image!r}.")
     if isinstance(data, (str, os.PathLike)):
-        with open(data, encoding="utf-8") as file:
-            samples = json.load(file)
-        if not isinstance(samples, list):
-            raise ValueError(f"{os.fspath(data)!r} must hold a JSON list of samples, got a {type(samples).__name__}.")
+        samples = _read_json_list(os.fspath(data))
         default_folder = os.path.dirname(os.path.abspath(data))
+    elif isinstance(data, (dict, bytes)) or not isinstance(data, Iterable):
+        raise TypeError(
+            f"`data` must be a LLaVA JSON file path or an iterable of sample dicts, got {type(data).__name__}"
+            + (" (one sample? wrap it in a list)." if isinstance(data, dict) else ".")
+        )
     else:
         samples = list(data)
         default_folder = os.getcwd()
@@ -318,7 +392,8 @@ def load_llava_dataset(
             problem = _check_image(path, verify_images)
             if problem is not None:
                 if on_missing_image == "raise":
-                    raise FileNotFoundError(
+                    error = FileNotFoundError if problem == "file not found" else UnreadableImageError
+                    raise error(
                         f"Sample {row['id']!r}: image {path!r}: {problem}. Check `image_folder`, or pass "
                         "`on_missing_image='skip'` to leave such samples out (they are counted and reported)."
                     )
@@ -342,10 +417,21 @@ def load_llava_dataset(
             examples,
         )
     if not rows["id"]:
-        raise ValueError(f"No samples left to load ({len(samples)} read, {report.num_skipped} skipped).")
+        raise ValueError(
+            f"No samples left to load ({len(samples)} read, {report.num_skipped} skipped): the data is empty, or every "
+            "image is missing or unreadable; check the file and `image_folder`."
+        )
 
     dataset = Dataset.from_dict(rows, features=_FEATURES).with_transform(_load_images)
     return (dataset, report) if return_report else dataset
 
 
-__all__ = ["IMAGE_LENGTH", "LlavaDatasetReport", "SkippedSample", "convert_llava_sample", "load_llava_dataset", "sample_length"]
+__all__ = [
+    "IMAGE_LENGTH",
+    "LlavaDatasetReport",
+    "SkippedSample",
+    "UnreadableImageError",
+    "convert_llava_sample",
+    "load_llava_dataset",
+    "sample_length",
+]

@@ -24,20 +24,24 @@ segments are tokenised once with the processor's chunk encoder, so ids and label
 ['A cat.</s>', 'What colour is it?</s>', 'Black.</s>']
 ```
 
-The chat template stays the one definition of the prompt format: every conversation is rendered through it first (so
-a malformed one fails with the template's own error), and the segments are checked against that rendering.
+The chat template stays the one definition of the prompt format: every conversation is checked by
+[`check_messages`] (a malformed one fails with a `ValueError` that names the message and the fix), rendered through
+the template, and the segments are checked against that rendering.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
+
+import jinja2
 
 from ..processing_sqllava import SYSTEM_PROMPTS, SQLlavaProcessor
 
 
 IGNORE_INDEX = -100
+ROLES = ("system", "user", "assistant", "vuser")
 
 
 class Segment(NamedTuple):
@@ -58,6 +62,82 @@ class Segment(NamedTuple):
     is_template: bool
 
 
+def check_messages(messages: Any, where: str = "The conversation") -> None:
+    r"""
+    Raise a `ValueError` naming the message and the fix unless `messages` is a conversation SQ-LLaVA can render and
+    train on: a non-empty list of `{"role", "content"}` dicts, roles `system` (first only), `user`, `assistant` and
+    `vuser`, turns alternating user-or-vuser / assistant from a user turn, contents strings or lists of
+    `{"type": "text", "text": str}` and `{"type": "image"}` blocks, images in user turns only.
+
+    Args:
+        messages (`Any`): The conversation to check.
+        where (`str`, *optional*, defaults to `"The conversation"`): How errors name it (e.g. `"Sample 'a1'"`).
+    """
+    if not isinstance(messages, (list, tuple)) or not messages:
+        shown = repr(messages) if len(repr(messages)) < 80 else type(messages).__name__
+        raise ValueError(
+            f"{where}: 'messages' must be a non-empty list of {{'role', 'content'}} dicts, got {shown}. Rows are in "
+            "TRL's conversational format, e.g. from `load_llava_dataset`."
+        )
+    for index, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            raise ValueError(
+                f"{where}, message {index}: must be a dict with 'role' and 'content', got {message!r:.80}."
+            )
+        role = message.get("role")
+        if not isinstance(role, str) or role not in ROLES:
+            raise ValueError(
+                f"{where}, message {index}: unknown role {role!r}; SQ-LLaVA roles are {', '.join(ROLES)}."
+            )
+        turn = f"{where}, message {index} ({role})"
+        content = message.get("content")
+        if isinstance(content, str):
+            continue
+        if not isinstance(content, (list, tuple)):
+            raise ValueError(
+                f"{turn}: 'content' must be a string or a list of blocks, got {type(content).__name__}"
+                + (" (no 'content' key)." if "content" not in message else ".")
+            )
+        for number, block in enumerate(content):
+            kind = block.get("type") if isinstance(block, Mapping) else None
+            if kind not in ("text", "image"):
+                raise ValueError(
+                    f"{turn}, block {number}: {block!r:.80} is not a content block; use {{'type': 'text', 'text': "
+                    "...} or {'type': 'image'}."
+                )
+            if kind == "text" and not isinstance(block.get("text"), str):
+                raise ValueError(f"{turn}, block {number}: a text block needs a string 'text', got {block!r:.80}.")
+            if kind == "image" and role != "user":
+                raise ValueError(f"{turn}: images go in user turns; move the image block to the first user turn.")
+    first = 1 if messages[0]["role"] == "system" else 0
+    if first == len(messages):
+        raise ValueError(f"{where} has no user message after the system message.")
+    for position, message in enumerate(messages[first:]):
+        index, role = position + first, message["role"]
+        if position % 2 == 0 and role not in ("user", "vuser") or position % 2 == 1 and role != "assistant":
+            expected = "a user (or vuser)" if position % 2 == 0 else "an assistant"
+            raise ValueError(
+                f"{where}, message {index} is a {role!r} turn where {expected} turn belongs: turns alternate user "
+                "(or vuser) / assistant, starting with a user turn, with a system message only first. Insert the "
+                "missing turn or merge the two."
+            )
+        if position == 0 and role == "vuser":
+            raise ValueError(
+                f"{where}, message {index}: a vuser turn asks about the conversation so far, so it cannot come first. "
+                "Start with a user turn."
+            )
+
+
+def num_image_blocks(messages: list[dict[str, Any]]) -> int:
+    """How many `{"type": "image"}` blocks a (checked) conversation holds: its number of `<image>` placeholders."""
+    return sum(
+        block["type"] == "image"
+        for message in messages
+        if not isinstance(message["content"], str)
+        for block in message["content"]
+    )
+
+
 def _content_text(message: dict[str, Any]) -> tuple[int, str]:
     content = message["content"]
     if isinstance(content, str):
@@ -66,9 +146,29 @@ def _content_text(message: dict[str, Any]) -> tuple[int, str]:
     return num_images, " ".join(block["text"] for block in content if block["type"] == "text")
 
 
+def _images_first_form(message: dict[str, Any]) -> dict[str, Any]:
+    """A user turn's blocks reordered so that the template's block-order rendering is the images-first one, with the
+    reference's strip: a turn of images and no text ends at its last image, without a newline.
+
+    The reference's `preprocess_multimodal` writes `("<image>\\n" + text).strip()` (docs/original.md#training-data),
+    so a LLaVA turn that is only `"<image>"` is `USER: <image> ASSISTANT:`. The template's `images_first` branch
+    writes a newline after every image; its block-order branch writes one *between* blocks, which is the same text
+    whenever the turn has text after its images, and the reference's when it has none.
+    """
+    if message["role"] != "user" or isinstance(message["content"], str):
+        return message
+    images = [block for block in message["content"] if block["type"] == "image"]
+    text = _content_text(message)[1]
+    if not images:
+        return message
+    return {**message, "content": images + ([{"type": "text", "text": text}] if text else [])}
+
+
 def _user_turn_segments(message: dict[str, Any], image_token: str, images_first: bool) -> list[Segment]:
     if images_first or isinstance(message["content"], str):
         num_images, text = _content_text(message)
+        if num_images and not text:  # images only: no newline after the last one (see `_images_first_form`)
+            return [Segment("USER: " + "\n".join([image_token] * num_images), None, True)]
         return [Segment("USER: " + (image_token + "\n") * num_images, None, True), Segment(text, None, False)]
     # The blocks in their order: an image separated from its neighbours by newlines, two texts by a space.
     segments, previous = [Segment("USER: ", None, True)], None
@@ -88,7 +188,8 @@ def conversation_segments(
 ) -> list[Segment]:
     r"""
     The chat template's rendering of `messages` (`add_generation_prompt=False`) as [`Segment`]s, in order, whose texts
-    join to exactly `processor.apply_chat_template(messages, system_prompt=system_prompt, images_first=images_first)`.
+    join to exactly `processor.apply_chat_template(messages, system_prompt=system_prompt, images_first=images_first)`
+    (but for image-only user turns, below).
 
     Args:
         processor ([`SQLlavaProcessor`]): The processor whose template and markers are used.
@@ -98,13 +199,23 @@ def conversation_segments(
         images_first (`bool`, *optional*, defaults to `True`): A user turn's images before its text (the reference);
             `False` keeps the blocks' order (`"USER: Q\\n<image> "`).
 
+    With `images_first=True`, a user turn of images and no text ends at its last image (`USER: <image> ASSISTANT:`),
+    as the reference's `preprocess_multimodal` strips it (docs/original.md#training-data); the conversation is then
+    rendered through the template's block-order branch, which writes exactly that (see `_images_first_form`).
+
     Raises:
-        `jinja2.TemplateError`: the template's own error for a conversation it rejects (roles, order, images
-        outside user turns, an unknown system prompt).
+        `ValueError`: a conversation that [`check_messages`] or the template rejects (roles, order, content, images
+        outside user turns, an unknown system prompt), naming the message and the fix.
     """
-    rendered = processor.apply_chat_template(
-        messages, system_prompt=system_prompt, images_first=images_first, sanitize_control_tokens=False
-    )
+    check_messages(messages)
+    if images_first:
+        messages = [_images_first_form(message) for message in messages]
+    try:  # block order: the images-first form above is already in the order to render
+        rendered = processor.apply_chat_template(
+            messages, system_prompt=system_prompt, images_first=False, sanitize_control_tokens=False
+        )
+    except jinja2.TemplateError as error:  # the template's `raise_exception`: a message for the user, not a crash
+        raise ValueError(str(error)) from error
     if messages[0]["role"] == "system":
         system_message, loop_messages = _content_text(messages[0])[1], messages[1:]
     else:
@@ -250,4 +361,13 @@ def trained_spans(input_ids: Sequence[int], labels: Sequence[int]) -> list[list[
     return spans
 
 
-__all__ = ["IGNORE_INDEX", "Segment", "conversation_segments", "encode_conversation", "encode_segments", "trained_spans"]
+__all__ = [
+    "IGNORE_INDEX",
+    "Segment",
+    "check_messages",
+    "conversation_segments",
+    "encode_conversation",
+    "encode_segments",
+    "num_image_blocks",
+    "trained_spans",
+]
