@@ -182,7 +182,7 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model=None, pro
     if model is None:
         model, processor = load_model_and_processor(script_args)
     config = stage2_config(script_args, training_args)
-    model = prepare_stage2(model, config, gradient_checkpointing=training_args.activation_checkpointing)
+    model = prepare_stage2(model, config, activation_checkpointing=training_args.activation_checkpointing)
     dataset = load_dataset(script_args, training_args, stage=2)
     collator = SQLlavaSelfQuestioningCollator(
         processor,

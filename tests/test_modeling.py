@@ -415,7 +415,7 @@ def test_sdpa_and_eager_attention_agree(tmp_path, model):
     torch.testing.assert_close(eager(**inputs).logits, sdpa(**inputs).logits, rtol=1e-4, atol=1e-4)
 
 
-def test_gradient_checkpointing_gives_same_gradients(model):
+def test_activation_checkpointing_gives_same_gradients(model):
     inputs = make_inputs()
     model.train()
     model.model.vision_tower.eval()  # no dropout in the tiny config anyway; keep things deterministic
@@ -426,7 +426,7 @@ def test_gradient_checkpointing_gives_same_gradients(model):
         return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     plain = grads()
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     assert model.model.language_model.gradient_checkpointing
     checkpointed = grads()
     assert plain.keys() == checkpointed.keys()

@@ -73,7 +73,7 @@ def assert_only_language_model_quantized(model: nn.Module, quantized_type: type)
     for group in ("vision_tower", "multi_modal_projector", "lm_head"):
         assert groups[group], group
         assert set(groups[group].values()) == {nn.Linear}, f"{group} was quantized: {groups[group]}"
-    # The prototype extractor's own parameters (its routing reads `prototype_proj.weight` directly) stay fp32 too.
+    # The prototype extractor's own parameters (its routing, kept in full precision) stay fp32 too.
     extractor = model.model.multi_modal_projector.prototype_extractor
     assert {parameter.dtype for parameter in extractor.parameters()} == {torch.float32}
 

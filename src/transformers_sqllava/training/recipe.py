@@ -35,6 +35,7 @@ Example (stage 2 with TRL):
 ```
 """
 
+import contextlib
 import logging
 import re
 import warnings
@@ -344,11 +345,20 @@ def set_vision_lora_dropout(model: nn.Module, dropout: float, adapter_name: str 
     return count
 
 
+@contextlib.contextmanager
+def _without_peft_checkpointing_deprecation():
+    # PEFT 0.21 reads `model.is_gradient_checkpointing` and calls `gradient_checkpointing_enable`, which transformers
+    # 5.23 deprecates in favour of the `activation_checkpointing` names: a FutureWarning the user cannot act on.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`(is_)?gradient_checkpointing(_enable)?` is deprecated", category=FutureWarning)
+        yield
+
+
 def prepare_stage2(
     model: nn.Module,
     config: SQLlavaStage2Config | None = None,
     *,
-    gradient_checkpointing: bool = False,
+    activation_checkpointing: bool = False,
 ) -> PeftModel:
     """
     Wraps an SQ-LLaVA model for stage 2: LLM LoRA + ViT LoRA (one adapter, see [`stage2_lora_config`]), extractor +
@@ -365,7 +375,7 @@ def prepare_stage2(
             A converted SQ-LLaVA checkpoint, a stage-1 result, or the output of [`sqllava_from_llava`].
         config ([`SQLlavaStage2Config`], *optional*):
             Ranks, targets and switches; defaults to the released recipe.
-        gradient_checkpointing (`bool`, *optional*, defaults to `False`):
+        activation_checkpointing (`bool`, *optional*, defaults to `False`):
             For quantized bases: passed to `prepare_model_for_kbit_training` (which enables it on the model).
 
     Returns:
@@ -379,10 +389,12 @@ def prepare_stage2(
     _check_is_sqllava(model)
     if _is_quantized(model):
         # Freezes the base, upcasts the non-quantized parameters to fp32 for stable training, and (optionally)
-        # enables gradient checkpointing with input gradients.
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+        # enables activation checkpointing with input gradients.
+        with _without_peft_checkpointing_deprecation():
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=activation_checkpointing)
     lora_config = stage2_lora_config(model, config)
-    peft_model = get_peft_model(model, lora_config)
+    with _without_peft_checkpointing_deprecation():
+        peft_model = get_peft_model(model, lora_config)
     if config.use_vision_lora:
         set_vision_lora_dropout(peft_model, config.vision_lora_dropout)
     set_vision_lora_gradients(peft_model, config.vision_lora_gradients)
