@@ -105,6 +105,17 @@ def test_images_come_first_and_plain_strings_are_accepted(processor):
     assert processor.apply_chat_template(plain).endswith(" USER: Q ASSISTANT: A</s>")
 
 
+@pytest.mark.parametrize("images_first", [True, False])
+def test_an_image_only_turn_ends_at_the_image_as_the_reference_strips_it(processor, images_first):
+    # preprocess_multimodal writes ("<image>\n" + "").strip(): "USER: <image> ASSISTANT:", no newline token.
+    image_only = [{"role": "user", "content": [{"type": "image"}]}]
+    prompt = processor.apply_chat_template(image_only, add_generation_prompt=True, images_first=images_first)
+    assert prompt.endswith(" USER: <image> ASSISTANT:")
+    segments = conversation_segments(processor, image_only + [{"role": "assistant", "content": "A"}], "v1_sq",
+                                     images_first=images_first)
+    assert "".join(segment.text for segment in segments).endswith(" USER: <image> ASSISTANT: A</s>")
+
+
 @pytest.mark.parametrize(
     "messages, kwargs, message",
     [

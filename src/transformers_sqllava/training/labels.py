@@ -146,28 +146,10 @@ def _content_text(message: dict[str, Any]) -> tuple[int, str]:
     return num_images, " ".join(block["text"] for block in content if block["type"] == "text")
 
 
-def _images_first_form(message: dict[str, Any]) -> dict[str, Any]:
-    """A user turn's blocks reordered so that the template's block-order rendering is the images-first one, with the
-    reference's strip: a turn of images and no text ends at its last image, without a newline.
-
-    The reference's `preprocess_multimodal` writes `("<image>\\n" + text).strip()` (docs/original.md#training-data),
-    so a LLaVA turn that is only `"<image>"` is `USER: <image> ASSISTANT:`. The template's `images_first` branch
-    writes a newline after every image; its block-order branch writes one *between* blocks, which is the same text
-    whenever the turn has text after its images, and the reference's when it has none.
-    """
-    if message["role"] != "user" or isinstance(message["content"], str):
-        return message
-    images = [block for block in message["content"] if block["type"] == "image"]
-    text = _content_text(message)[1]
-    if not images:
-        return message
-    return {**message, "content": images + ([{"type": "text", "text": text}] if text else [])}
-
-
 def _user_turn_segments(message: dict[str, Any], image_token: str, images_first: bool) -> list[Segment]:
     if images_first or isinstance(message["content"], str):
         num_images, text = _content_text(message)
-        if num_images and not text:  # images only: no newline after the last one (see `_images_first_form`)
+        if num_images and not text:  # images only: no newline after the last one, as the reference strips it
             return [Segment("USER: " + "\n".join([image_token] * num_images), None, True)]
         return [Segment("USER: " + (image_token + "\n") * num_images, None, True), Segment(text, None, False)]
     # The blocks in their order: an image separated from its neighbours by newlines, two texts by a space.
@@ -188,8 +170,7 @@ def conversation_segments(
 ) -> list[Segment]:
     r"""
     The chat template's rendering of `messages` (`add_generation_prompt=False`) as [`Segment`]s, in order, whose texts
-    join to exactly `processor.apply_chat_template(messages, system_prompt=system_prompt, images_first=images_first)`
-    (but for image-only user turns, below).
+    join to exactly `processor.apply_chat_template(messages, system_prompt=system_prompt, images_first=images_first)`.
 
     Args:
         processor ([`SQLlavaProcessor`]): The processor whose template and markers are used.
@@ -199,20 +180,17 @@ def conversation_segments(
         images_first (`bool`, *optional*, defaults to `True`): A user turn's images before its text (the reference);
             `False` keeps the blocks' order (`"USER: Q\\n<image> "`).
 
-    With `images_first=True`, a user turn of images and no text ends at its last image (`USER: <image> ASSISTANT:`),
-    as the reference's `preprocess_multimodal` strips it (docs/original.md#training-data); the conversation is then
-    rendered through the template's block-order branch, which writes exactly that (see `_images_first_form`).
+    A user turn of images and no text ends at its last image (`USER: <image> ASSISTANT:`), as the reference's
+    `preprocess_multimodal` strips it (docs/original.md#training-data), and as the template renders it.
 
     Raises:
         `ValueError`: a conversation that [`check_messages`] or the template rejects (roles, order, content, images
         outside user turns, an unknown system prompt), naming the message and the fix.
     """
     check_messages(messages)
-    if images_first:
-        messages = [_images_first_form(message) for message in messages]
-    try:  # block order: the images-first form above is already in the order to render
+    try:
         rendered = processor.apply_chat_template(
-            messages, system_prompt=system_prompt, images_first=False, sanitize_control_tokens=False
+            messages, system_prompt=system_prompt, images_first=images_first, sanitize_control_tokens=False
         )
     except jinja2.TemplateError as error:  # the template's `raise_exception`: a message for the user, not a crash
         raise ValueError(str(error)) from error
