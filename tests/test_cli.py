@@ -286,3 +286,37 @@ def test_bad_prompt_format_arguments_exit(demo_scene, extra):
 def test_missing_image_exits_before_loading(tmp_path):
     with pytest.raises(SystemExit, match="no such file"):
         main(["generate", "--model", "demo", "--image", str(tmp_path / "missing.png"), "--prompt", "Q"])
+
+
+# --- Errors (the subprocess cases are in test_cli_errors.py) ---------------------------------------------------------
+
+
+def test_debug_flag_is_in_every_help_and_taken_on_either_side(files):
+    assert "--debug" in cli.build_parser().format_help()
+    for command in COMMANDS:
+        assert "--debug" in cli._subparser(cli.build_parser(command), command).format_help()
+    missing = ["generate", "--model", "demo", "--image", "missing.png", "--prompt", "Q"]
+    for argv in (["--debug", *missing], [*missing, "--debug"]):
+        with pytest.raises(FileNotFoundError, match="--image missing.png: no such file"):
+            main(argv)
+
+
+def test_user_error_exits_2_with_one_line(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", "--model", "demo", "--image", str(tmp_path / "missing.png"), "--prompt", "Q"])
+    assert exit_info.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"sqllava generate: error: --image {tmp_path / 'missing.png'}: no such file")
+
+
+def test_a_commands_own_exit_message_is_one_error_line(monkeypatch, capsys, files):
+    from transformers_sqllava.commands import generate
+
+    def run(args):
+        raise SystemExit("install the training extras first")
+
+    monkeypatch.setattr(generate, "run", run)
+    with pytest.raises(SystemExit) as exit_info:
+        main(generate_args(files, "--prompt", "Q"))
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "sqllava generate: error: install the training extras first\n"

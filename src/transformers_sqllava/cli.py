@@ -21,6 +21,11 @@ A subcommand's module is imported only when that subcommand is invoked (or its `
 `sqllava --version` build the top-level parser from [`COMMANDS`] alone, and import neither torch nor transformers.
 Flags are spelled with dashes (`--max-new-tokens`); the snake_case spelling of Python and of the training scripts'
 flags (`--max_new_tokens`) is accepted too.
+
+Errors: a mistake of the user (a missing folder or image, a bad flag value, a Hub id that does not exist, no network)
+is one line on stderr, `sqllava COMMAND: error: ...`, and exit status 2, as argparse reports a usage error. Anything
+else is a bug and keeps its traceback. `--debug` (before or after the command) or `SQLLAVA_DEBUG=1` shows the
+traceback of a user error too. Ctrl-C is one line and status 130. See docs/errors.md#the-command-line.
 """
 
 from __future__ import annotations
@@ -28,9 +33,9 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
+import os
 import sys
 from collections.abc import Sequence
-
 
 # name -> (module, one-line help). The help lives here, not in the module, so listing the commands imports nothing.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -48,6 +53,24 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
 }
 PROG = "sqllava"
+DEBUG_ENV = "SQLLAVA_DEBUG"  # `SQLLAVA_DEBUG=1`: as `--debug`, for a command line one cannot (or would not) edit
+EXIT_USER_ERROR = 2  # argparse's status for a usage error: scripts tell a bad invocation from a crash (1)
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped with Ctrl-C
+_DEBUG_HELP = "show the traceback of an error instead of one line (also: SQLLAVA_DEBUG=1)"
+
+
+class ReportedError(SystemExit):
+    """A user error that [`main`] has printed on stderr: exits with status 2, like argparse's `parser.error`.
+
+    `str()` is the message (a plain `SystemExit(2)` would read "2"), for whoever calls `main()` from Python.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(EXIT_USER_ERROR)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -94,10 +117,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         epilog=f"Run `{PROG} COMMAND --help` for a command's options.",
     )
     parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help) in COMMANDS.items():
         if name == command:
-            importlib.import_module(module_name).add_parser(subparsers, help=help)
+            subparser = importlib.import_module(module_name).add_parser(subparsers, help=help)
+            # Also after the command, where one adds a flag to a command line that just failed. SUPPRESS: left out,
+            # the sub-parser does not overwrite a top-level `--debug` with False.
+            subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
         else:
             subparsers.add_parser(name, help=help, add_help=False)
     return parser
@@ -148,6 +175,65 @@ def suggest_flags(subparser: argparse.ArgumentParser, unknown: Sequence[str]) ->
     return "unrecognized arguments: " + " ".join(described)
 
 
+def debug_requested(args: argparse.Namespace | None = None) -> bool:
+    """`--debug`, or `SQLLAVA_DEBUG` set to anything but "", "0", "false", "no" or "off"."""
+    if args is not None and getattr(args, "debug", False):
+        return True
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean "the input is wrong", not "the code is": a command reports them in one line.
+
+    `OSError` covers `FileNotFoundError`, disk and permission errors, and huggingface_hub's HTTP and offline errors
+    (`RepositoryNotFoundError`, `LocalEntryNotFoundError`, `OfflineModeIsEnabled` all derive from it);
+    `HFValidationError` is a `ValueError`. Two more belong to libraries, looked up only if they were imported: an
+    error cannot come from a module never imported, and importing one now would make every error slower.
+    """
+    types: list[type[BaseException]] = [ValueError, TypeError, OSError]
+    if "jinja2" in sys.modules:  # the chat template's `raise_exception`, and a template that does not render
+        types.append(sys.modules["jinja2"].TemplateError)
+    if "huggingface_hub.errors" in sys.modules:  # the one "not found" error of huggingface_hub not an OSError
+        types.append(sys.modules["huggingface_hub.errors"].EntryNotFoundError)
+    return tuple(types)
+
+
+def one_line(message: str) -> str:
+    """`message` on one line: library messages (huggingface_hub's, transformers') span several, with blank lines."""
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+def report_error(command: str | None, message: str) -> ReportedError:
+    """Print `sqllava COMMAND: error: MESSAGE` on stderr; the `SystemExit` to raise then."""
+    message = one_line(message)
+    prefix = f"{PROG} {command}" if command else PROG
+    print(f"{prefix}: error: {message}", file=sys.stderr, flush=True)
+    return ReportedError(message)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """`args.func(args)`, its user errors reported in one line (see the module docstring)."""
+    debug = debug_requested(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{PROG} {args.command}: interrupted", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    except SystemExit as exit:
+        # A command that stops with its own message, `raise SystemExit("...")`: reported as any user error. A
+        # numeric status (argparse's, or a `ReportedError`) is already reported, and goes through.
+        if isinstance(exit.code, str) and not debug:
+            raise report_error(args.command, exit.code) from None
+        raise
+    except user_error_types() as error:
+        if debug:
+            raise
+        # `from None`: the traceback is what the one line replaces; --debug shows it.
+        raise report_error(args.command, str(error) or type(error).__name__) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = _invoked_command(argv)
@@ -160,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if unknown:
             subparser.error(suggest_flags(subparser, unknown))
     args = parser.parse_args(argv)
-    return args.func(args)
+    return run_command(args)
 
 
 if __name__ == "__main__":

@@ -64,8 +64,25 @@ def add_parser(subparsers: argparse._SubParsersAction, help: str | None = None) 
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo (after retraining with `--retrain`) and print its report."""
-    # Offline by construction: nothing here downloads, and this makes any accidental Hub call fail fast.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # Offline by construction: the checkpoint is a local folder loaded with `local_files_only=True` (see
+    # `load_demo_model`) and the scenes are drawn, not downloaded. Setting HF_HUB_OFFLINE here would enforce nothing:
+    # huggingface_hub reads it once, at import, and `import transformers_sqllava` has imported it before any command
+    # runs.
+    if args.checkpoint and not os.path.isdir(args.checkpoint):
+        raise FileNotFoundError(
+            f"--checkpoint {args.checkpoint}: no such folder (leave --checkpoint out for the one shipped with the "
+            "package)."
+        )
+    counts = {
+        "--num-shown": args.num_shown,
+        "--num-eval-scenes": args.num_eval_scenes,
+        "--questions-per-scene": args.questions_per_scene,
+        "--num-self-questioning-scenes": args.num_self_questioning_scenes,
+        "--questions-asked-per-scene": args.questions_asked_per_scene,
+    }
+    for flag, value in counts.items():
+        if value < 0:
+            raise ValueError(f"{flag} {value}: must be 0 or more.")
     # Imported when the demo runs, not when `sqllava` registers every command's parser.
     import torch
 
@@ -81,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         if importlib.util.find_spec("trl") is None or importlib.util.find_spec("datasets") is None:
             raise SystemExit(
                 "sqllava demo --retrain trains with TRL: install the training extras first, "
-                "`pip install -e \".[train]\"` (or `pip install \"transformers-sqllava[train]\"`)."
+                '`pip install -e ".[train]"` (or `pip install "transformers-sqllava[train]"`).'
             )
         config = DemoTrainingConfig()  # the committed checkpoint's settings
         if args.retrain_max_steps is not None:

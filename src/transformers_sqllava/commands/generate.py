@@ -150,13 +150,78 @@ def load_model_and_processor(
         quantization_config = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype
         )
-    # A 4-bit load imports bitsandbytes, whose CPU-kernel notice does not apply to SQ-LLaVA (see `_logging`).
-    with quiet_bitsandbytes_cpu_kernel_notice():
-        model = AutoModelForImageTextToText.from_pretrained(
-            model_id, dtype=torch_dtype, quantization_config=quantization_config, device_map=device
-        )
-    processor = AutoProcessor.from_pretrained(model_id)
+    # A local folder is read as it is: a file missing there is an error, not a download from a Hub repo that happens
+    # to have the folder's name.
+    local_files_only = os.path.isdir(model_id)
+    try:
+        # A 4-bit load imports bitsandbytes, whose CPU-kernel notice does not apply to SQ-LLaVA (see `_logging`).
+        with quiet_bitsandbytes_cpu_kernel_notice():
+            model = AutoModelForImageTextToText.from_pretrained(
+                model_id, dtype=torch_dtype, quantization_config=quantization_config, device_map=device,
+                local_files_only=local_files_only,
+            )  # fmt: skip
+        processor = AutoProcessor.from_pretrained(model_id, local_files_only=local_files_only)
+    except (OSError, ValueError) as error:
+        if local_files_only:  # transformers' message need not name the folder (a tokenizer it cannot build)
+            wrapper = OSError if isinstance(error, OSError) else ValueError
+            raise wrapper(f"--model {model_id}: cannot load the checkpoint in this folder: {error}") from error
+        hub_error = describe_hub_error(error)
+        if hub_error is None:
+            raise
+        raise FileNotFoundError(f"--model {model_id}: no such folder, and {hub_error}") from error
     return model.eval(), processor
+
+
+def _find_in_chain(error: BaseException, types: tuple[type[BaseException], ...]) -> BaseException | None:
+    """The first exception of `types` among `error` and what caused it (transformers re-raises huggingface_hub's
+    errors as an `OSError` with its own wording; the original, which says what happened, is its `__cause__`)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, types):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def describe_hub_error(error: BaseException) -> str | None:
+    """What went wrong looking a model id up on the Hub, in words that say what to do; `None` when `error` is not
+    about finding the model (a damaged file, a bad config: their own message says it)."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    found = _find_in_chain(
+        error,
+        (HFValidationError, GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError, OfflineModeIsEnabled,
+         LocalEntryNotFoundError, EntryNotFoundError),
+    )  # fmt: skip
+    if found is None:
+        return None
+    if isinstance(found, HFValidationError):
+        return f"not a Hub id ({found})."
+    if isinstance(found, GatedRepoError):  # before RepositoryNotFoundError, its base class
+        return "the Hub repository is gated: request access on its page, then log in (`hf auth login`)."
+    if isinstance(found, RepositoryNotFoundError):
+        return "no Hub repository of that id (a private one needs a login: `hf auth login`)."
+    if isinstance(found, RevisionNotFoundError):
+        return "the Hub repository has no such revision."
+    if isinstance(found, (OfflineModeIsEnabled, LocalEntryNotFoundError)):
+        # huggingface_hub reads HF_HUB_OFFLINE at import; the variable is read too, as the conversion does.
+        if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+            return "not in the Hub cache; offline mode (HF_HUB_OFFLINE) forbids downloading it."
+        return "not in the Hub cache; the Hub could not be reached to download it (no connection?)."
+    # EntryNotFoundError (a Hub repo without the file): transformers' message names the file.
+    from ..cli import one_line
+
+    return f"the Hub repository lacks a file the model needs ({one_line(str(error))})."
 
 
 def checkpoint_prompt_format(model_id: str) -> dict:
@@ -180,19 +245,72 @@ def checkpoint_prompt_format(model_id: str) -> dict:
 
 
 def check_arguments(args: argparse.Namespace) -> None:
-    """Mistakes that need no model to spot, caught before loading one."""
+    """Mistakes that need no model to spot, caught before loading one (`sqllava` prints each in one line)."""
     if args.self_question is not None and args.self_question < 1:
-        raise SystemExit("--self-question needs N >= 1 questions.")
+        raise ValueError("--self-question needs N >= 1 questions.")
     if args.prompt is not None and (args.answer_questions or args.description or args.description_prompt):
-        raise SystemExit(
+        raise ValueError(
             "--answer-questions, --description and --description-prompt go with --self-question, not --prompt."
         )
     if args.self_question is not None and args.question_first:
-        raise SystemExit("--question-first goes with --prompt: self-questioning puts the image first, as in training.")
+        raise ValueError("--question-first goes with --prompt: self-questioning puts the image first, as in training.")
     if args.system_prompt is not None and not args.system_prompt.strip():
-        raise SystemExit("--system-prompt is empty: pass 'v1', 'v1_sq' or the text of a system message.")
-    if not os.path.isfile(args.image):
-        raise SystemExit(f"--image {args.image}: no such file.")
+        raise ValueError("--system-prompt is empty: pass 'v1', 'v1_sq' or the text of a system message.")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens {args.max_new_tokens}: must be at least 1.")
+    check_image_file(args.image)
+    check_model_source(args.model)
+
+
+def check_image_file(path: str) -> None:
+    """`--image` names an image file: not missing, not a folder, not empty. Whether it decodes is [`read_image`]'s."""
+    if os.path.isdir(path):
+        raise ValueError(f"--image {path}: a folder, not an image file.")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--image {path}: no such file (working directory {os.getcwd()}).")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"--image {path}: the file is empty (0 bytes).")
+
+
+def check_model_source(model: str) -> None:
+    """`--model` is a checkpoint folder or could be a Hub id. A path that does not exist is named as such: loading it
+    would reach transformers as a Hub id and fail with "Repo id must be in the form 'repo_name' or
+    'namespace/repo_name'", which says nothing about the folder."""
+    path = resolve_model(model)
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise FileNotFoundError(
+                f"--model {model}: no config.json in this folder, so it is not a transformers checkpoint (an original "
+                "SQ-LLaVA checkpoint is converted with `sqllava convert`)."
+            )
+        return
+    if os.path.exists(path):
+        raise ValueError(f"--model {model}: a file; pass the checkpoint's folder, or a Hub id.")
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(path)
+    except HFValidationError:
+        raise FileNotFoundError(
+            f"--model {model}: no such folder, and not a Hub id (a Hub id is `name` or `owner/name`; working "
+            f"directory {os.getcwd()})."
+        ) from None
+
+
+def read_image(path: str):
+    """`--image`, decoded now, before the model is loaded: a file that is not an image fails in a second, not after a
+    large checkpoint has loaded. The same RGB image the processor's own loader gives (`load_image`)."""
+    from ..image_processing_sqllava import open_image_file, to_rgb_image
+
+    try:
+        return to_rgb_image(open_image_file(path))
+    except ValueError as error:
+        cause = error.__cause__ or error
+        raise ValueError(
+            f"--image {path}: not an image that can be read, or a corrupt or truncated one ({type(cause).__name__}: "
+            f"{cause})."
+        ) from error
 
 
 def run(args: argparse.Namespace) -> int:
@@ -213,10 +331,8 @@ def run(args: argparse.Namespace) -> int:
         # Not `transformers.set_seed`: it lives in `transformers.trainer_utils`, which imports peft and bitsandbytes.
         # Generation draws from torch's generators only, and this seeds all of them (every device).
         torch.manual_seed(args.seed)
+    image = read_image(args.image)
     model, processor = load_model_and_processor(args.model, args.device, args.dtype, args.load_in_4bit)
-    from ..self_questioning import load_image
-
-    image = load_image(processor, args.image)
     if args.prompt is not None:
         return answer_prompt(model, processor, image, args)
     return run_self_questioning(model, processor, image, args)

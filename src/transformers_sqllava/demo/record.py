@@ -50,9 +50,17 @@ def load_training_record(checkpoint: str | Path) -> dict[str, Any]:
     path = Path(checkpoint) / TRAINING_RECORD
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path} is missing: the demo needs a checkpoint written by `python -m transformers_sqllava.demo.train`."
+            f"{checkpoint} is not a demo checkpoint: it has no {TRAINING_RECORD}. The demo needs a folder written by "
+            "`python -m transformers_sqllava.demo.train`."
         )
-    return json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text())
+    except ValueError as error:  # json's own message gives a line and column, not the file
+        raise ValueError(f"{path} is not valid JSON ({error}): train the checkpoint again.") from error
+    # A ValueError, not a TypeError: the file's content is wrong, as with invalid JSON, not the caller's argument.
+    if not isinstance(record, dict) or not isinstance(record.get("training_config"), dict):
+        raise ValueError(f"{path} has no `training_config` object: it is not a demo training record.")  # noqa: TRY004
+    return record
 
 
 def write_training_record(checkpoint: str | Path, record: dict[str, Any]) -> None:

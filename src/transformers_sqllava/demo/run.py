@@ -13,8 +13,8 @@
 # limitations under the License.
 """The offline demo: the tiny SQ-LLaVA describes held-out scenes, answers questions, and asks its own.
 
-[`run_demo`] loads a checkpoint written by `demo/train.py` (by default the committed one) with `from_pretrained`,
-and measures on scenes it never saw in training:
+[`run_demo`] loads a checkpoint written by `demo/train.py` (by default the committed one) with `from_pretrained`
+(`local_files_only=True`: the demo is offline), and measures on scenes it never saw in training:
 
 - **answer accuracy**: single-turn questions of the scene language, greedy, judged by the checker ([`is_correct`]),
   in the order the model was trained with: `USER: Q\\n<image> ASSISTANT:` for the committed checkpoint
@@ -43,8 +43,8 @@ from ..processing_sqllava import SQLlavaProcessor
 from ..self_questioning import SelfQuestioningConfig, generate_from_conversations, self_question
 from .checker import is_correct, parse_caption, parse_question
 from .data import scene_id, split_scenes
-from .scenes import DESCRIBE_QUESTION, Scene, is_answerable, sample_question
 from .record import DEFAULT_CHECKPOINT, load_training_record
+from .scenes import DESCRIBE_QUESTION, Scene, is_answerable, sample_question
 
 # Every prompt uses the system prompt the checkpoint was trained with (its record's `system_prompt`): a model this
 # small has seen no other. Checkpoints from before that setting were trained with v1_sq, as the reference (docs/original.md#which-system-prompt-where).
@@ -132,11 +132,15 @@ class DemoReport:
 def load_demo_model(
     checkpoint: str | Path = DEFAULT_CHECKPOINT,
 ) -> tuple[SQLlavaForConditionalGeneration, SQLlavaProcessor, dict[str, Any]]:
-    """The model (eval mode), its processor and its training record, from a folder written by `demo/train.py`."""
+    """The model (eval mode), its processor and its training record, from a folder written by `demo/train.py`.
+
+    Nothing is looked up on the Hub (`local_files_only=True`): the demo runs offline, and a file missing from the
+    folder is an error here, not a download.
+    """
     checkpoint = Path(checkpoint)
     record = load_training_record(checkpoint)  # raises with the fix if this is not a demo checkpoint
-    model = SQLlavaForConditionalGeneration.from_pretrained(checkpoint).eval()
-    processor = SQLlavaProcessor.from_pretrained(checkpoint)
+    model = SQLlavaForConditionalGeneration.from_pretrained(checkpoint, local_files_only=True).eval()
+    processor = SQLlavaProcessor.from_pretrained(checkpoint, local_files_only=True)
     return model, processor, record
 
 
