@@ -299,16 +299,25 @@ def test_streaming_yields_the_same_text_as_greedy(model, processor, images):
 def test_streamed_byte_fallback_pieces_add_up_to_the_final_text(processor):
     # `<0x64>` alone decodes to "d", but `<0x64><0xE5>` is an invalid UTF-8 run and decodes to "��": a streamer that
     # emits "d" at once (transformers >= 5.24) would disagree with the final text.
-    from transformers_sqllava.self_questioning import _WholeByteRunStreamer
+    from transformers_sqllava.self_questioning import WholeByteRunStreamer, _WholeByteRunIteratorStreamer
 
     tokenizer = processor.tokenizer
     ids = tokenizer.convert_tokens_to_ids(["<0x64>", "<0xE5>", "O", "<0x41>", "ti", "ing"])
-    streamer = _WholeByteRunStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    streamer.put(torch.tensor([[1, 300]]))  # the prompt
-    for token_id in ids:
-        streamer.put(torch.tensor([token_id]))
-    streamer.end()
-    assert "".join(streamer) == tokenizer.decode(ids, skip_special_tokens=True) == "��OAtiing"
+    iterated = _WholeByteRunIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    printed = []
+
+    class Recording(WholeByteRunStreamer):  # what `sqllava generate` prints
+        def on_finalized_text(self, text, stream_end=False):
+            printed.append(text)
+
+    recording = Recording(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    for streamer in (iterated, recording):
+        streamer.put(torch.tensor([[1, 300]]))  # the prompt
+        for token_id in ids:
+            streamer.put(torch.tensor([token_id]))
+        streamer.end()
+    expected = tokenizer.decode(ids, skip_special_tokens=True)
+    assert "".join(iterated) == "".join(printed) == expected == "��OAtiing"
 
 
 def test_streaming_with_a_given_description_and_errors(model, processor, images):

@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-from transformers import TextIteratorStreamer
+from transformers import TextIteratorStreamer, TextStreamer
 
 from .processing_sqllava import SYSTEM_PROMPTS
 
@@ -452,9 +452,9 @@ def stream_self_questioning(
             )
 
 
-class _WholeByteRunStreamer(TextIteratorStreamer):
+class WholeByteRunStreamer(TextStreamer):
     """
-    A `TextIteratorStreamer` that holds back byte-fallback pieces (`<0x64>`, `<0xE5>`, ...) until a regular piece or
+    A `TextStreamer` (it prints) that holds back byte-fallback pieces (`<0x64>`, `<0xE5>`, ...) until a regular piece or
     the end follows, so that the streamed chunks add up to the final decoded text.
 
     The ByteFallback decoder of Llama-style tokenizers decodes a run of byte pieces as one UTF-8 string, and an invalid
@@ -487,9 +487,13 @@ class _WholeByteRunStreamer(TextIteratorStreamer):
             super().put(torch.tensor(ids))
 
 
+class _WholeByteRunIteratorStreamer(WholeByteRunStreamer, TextIteratorStreamer):
+    """[`WholeByteRunStreamer`] whose text is read by iterating over it, from another thread (`TextIteratorStreamer`)."""
+
+
 def _stream_generation(model, processor, conversations, part, index, role, system_prompt, generation_kwargs):
     """Run `generate_from_conversations` in a thread with a streamer; yield chunks, return the texts."""
-    streamer = _WholeByteRunStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    streamer = _WholeByteRunIteratorStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
     outcome = {}
 
     def run():

@@ -339,15 +339,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def answer_prompt(model, processor, image, args: argparse.Namespace) -> int:
-    from transformers import TextStreamer
-
-    from ..self_questioning import generate_from_conversations
+    from ..self_questioning import WholeByteRunStreamer, generate_from_conversations
 
     content = [{"type": "image", "image": image}, {"type": "text", "text": args.prompt}]
     if args.question_first:
         content.reverse()
     conversation = [{"role": "user", "content": content}]
-    streamer = None if args.json else TextStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    # Printed as it decodes; byte-fallback pieces wait for their run, so the printed text is the final one.
+    streamer = None if args.json else WholeByteRunStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
     (answer,) = generate_from_conversations(
         model,
         processor,
