@@ -1,6 +1,7 @@
 """SQLlavaConfig, the prototype extractor and SQLlavaForConditionalGeneration on tiny random models."""
 
 import copy
+import inspect
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from transformers import (
     AutoModelForImageTextToText,
     LlavaConfig,
     LlavaForConditionalGeneration,
+    LlavaModel,
 )
 
 from transformers_sqllava import (
@@ -315,6 +317,15 @@ def test_image_token_and_image_count_mismatch_raises(model):
     truncated = {**inputs, "input_ids": inputs["input_ids"][:, :10], "attention_mask": inputs["attention_mask"][:, :10]}
     with pytest.raises(ValueError, match="image tokens"):
         model(**truncated)
+
+
+def test_forward_and_generate_keep_llavas_signatures(model):
+    # The input checks wrap LLaVA's `forward`/`generate`; `generate` reads the forward's signature (attention mask,
+    # position ids, `logits_to_keep`, pre-encoded images, the cache's name), so it must stay LLaVA's.
+    assert inspect.signature(type(model).forward) == inspect.signature(LlavaForConditionalGeneration.forward)
+    assert inspect.signature(SQLlavaModel.forward) == inspect.signature(LlavaModel.forward)
+    assert inspect.signature(type(model).generate) == inspect.signature(LlavaForConditionalGeneration.generate)
+    assert model._supports_logits_to_keep() and model._supports_mm_encoder_outputs()
 
 
 def test_labels_loss_ignores_minus_100(model):

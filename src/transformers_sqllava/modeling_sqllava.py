@@ -21,8 +21,10 @@ the loss and generation. The projector is the reference's `Clustering` module (d
 """
 
 import copy
+import functools
 import importlib.abc
 import importlib.util
+import inspect
 import sys
 from collections.abc import Callable
 
@@ -268,6 +270,135 @@ class SQLlavaMultiModalProjector(nn.Module):
         return hidden_states
 
 
+# --------------------------------------------------------------------------------------------------------------------
+# Input checks at the forward / generate boundary (docs/errors.md#the-model). Shape and dtype checks read no tensor data
+# and run on every call, compiled or not. The value checks (ids in the vocabulary, image tokens vs images) read the ids
+# back, a device sync: in eager mode only, on a full forward or a prefill, never on a decoding step.
+# --------------------------------------------------------------------------------------------------------------------
+
+ORIGINAL_IMAGE_TOKEN_INDEX, IGNORE_INDEX = -200, -100  # the original LLaVA's image sentinel; the labels' ignore index
+
+
+def _with_positional_names(function, args: tuple, kwargs: dict) -> dict:
+    # `model(input_ids, pixel_values)` as keywords, so that the checks and the parent's `forward` see the same names.
+    if not args:
+        return kwargs
+    bound = inspect.signature(function).bind(None, *args, **kwargs).arguments  # Python's own TypeErrors
+    return {**{name: value for name, value in list(bound.items())[1:] if name != "kwargs"}, **bound.get("kwargs", {})}
+
+
+def image_count_message(num_image_tokens: int, num_images: int, image_seq_length: int) -> str:
+    return (
+        f"Image features and image tokens do not match: the text has {num_image_tokens} image tokens "
+        f"({num_image_tokens / image_seq_length:g} images' worth at {image_seq_length} tokens per image) but "
+        f"{num_images} images were given ({num_images * image_seq_length} features). Build the inputs with "
+        "`SQLlavaProcessor`, which expands every `<image>` into `image_seq_length` tokens, and pass exactly one image "
+        "per `<image>` placeholder."
+    )
+
+
+def check_text_inputs(config, input_ids, inputs_embeds, attention_mask, cached_length: int | None) -> None:
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError(
+            f"Got {'both input_ids and' if input_ids is not None else 'neither input_ids nor'} inputs_embeds: pass "
+            "exactly one, the input_ids from SQLlavaProcessor or inputs_embeds = `model.get_input_embeddings()(ids)`."
+        )
+    if input_ids is not None:
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.long, torch.int32):
+            raise TypeError(
+                f"input_ids is {getattr(input_ids, 'dtype', type(input_ids).__name__)}, but token ids are an integer "
+                "tensor (torch.long): pass the processor's input_ids (`return_tensors='pt'`) or cast with `.long()`. "
+                "Embeddings go in inputs_embeds, images in pixel_values."
+            )
+        if input_ids.ndim != 2 or input_ids.shape[1] == 0:
+            raise ValueError(
+                f"input_ids has shape {tuple(input_ids.shape)}, expected (batch_size, sequence_length) with at least "
+                "one token: add the batch dimension of a single sequence with `input_ids[None]`."
+            )
+        name, tokens = "input_ids", input_ids
+    else:
+        hidden_size = config.text_config.hidden_size
+        if getattr(inputs_embeds, "ndim", 0) != 3 or inputs_embeds.shape[-1] != hidden_size:
+            shape = tuple(getattr(inputs_embeds, "shape", ()))
+            raise ValueError(f"inputs_embeds has shape {shape}, expected (batch_size, sequence_length, {hidden_size})")
+        name, tokens = "inputs_embeds", inputs_embeds
+    # 4-D masks (custom ones, and those `generate` builds for a static cache) are the language model's business.
+    if isinstance(attention_mask, torch.Tensor) and attention_mask.ndim != 4:
+        # With a cache the mask also covers the cached tokens (decoding steps pass only the new token). A filled static
+        # cache cannot tell its length without a sync (`cached_length` None): then only a mask too short is sure.
+        length = tokens.shape[1] + (cached_length or 0)
+        if (
+            attention_mask.ndim != 2
+            or attention_mask.shape[0] != tokens.shape[0]
+            or not (attention_mask.shape[1] == length or (cached_length is None and attention_mask.shape[1] > length))
+        ):
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)} but {name} has shape {tuple(tokens.shape)}"
+                f"{f' after {cached_length} cached tokens' if cached_length else ''}: the mask needs one entry per "
+                f"token, shape ({tokens.shape[0]}, {length}). Pass the attention_mask the processor returned with them."
+            )
+
+
+def check_token_values(config, input_ids: torch.Tensor, vocab_size: int, num_images: int | None) -> None:
+    """Ids in the vocabulary, image tokens that match the images (`num_images` None: given as `mm_encoder_outputs`)."""
+    image_token_id, per_image = config.image_token_id, config.image_seq_length
+    summary = torch.stack([input_ids.min(), input_ids.max(), (input_ids == image_token_id).sum().to(input_ids.dtype)])
+    low, high, num_image_tokens = summary.tolist()  # the one device sync
+    if low == ORIGINAL_IMAGE_TOKEN_INDEX:
+        raise ValueError(
+            "input_ids contains -200. -200 is the original LLaVA's IMAGE_TOKEN_INDEX: tokenize with SQLlavaProcessor, "
+            f"which writes config.image_token_id ({image_token_id}) repeated image_seq_length ({per_image}) times "
+            "for every `<image>`."
+        )
+    if low < 0 or high >= vocab_size:
+        hint = " (-100 is the labels' ignore index: pad with pad_token_id)" if low == IGNORE_INDEX else ""
+        raise ValueError(
+            f"input_ids has ids outside the vocabulary [0, {vocab_size}): min {low}, max {high}{hint}. "
+            "Tokenize with the model's own processor; after adding tokens to its tokenizer, call "
+            "`model.resize_token_embeddings(len(processor.tokenizer))`."
+        )
+    if num_images == 0 and num_image_tokens:
+        raise ValueError(
+            f"input_ids has {num_image_tokens} image tokens but no pixel_values: pass the images the processor "
+            "returned (`pixel_values=inputs['pixel_values']`), or, for a text-only prompt, leave `<image>` out of "
+            f"the text (token id {image_token_id} is config.image_token_id)."
+        )
+    if num_images and num_image_tokens != num_images * per_image:
+        raise ValueError(image_count_message(num_image_tokens, num_images, per_image))
+
+
+def check_pixel_values(config, pixel_values) -> None:
+    channels, size = config.vision_config.num_channels, config.vision_config.image_size
+    if not isinstance(pixel_values, torch.Tensor) or not pixel_values.is_floating_point():
+        raise TypeError(
+            f"pixel_values is {getattr(pixel_values, 'dtype', type(pixel_values).__name__)}, but the vision tower takes "
+            "the processor's normalised float pixels: pass `processor(images=...)['pixel_values']`, not raw images."
+        )
+    if tuple(pixel_values.shape[1:]) != (channels, size, size) or pixel_values.ndim != 4:
+        raise ValueError(
+            f"pixel_values has shape {tuple(pixel_values.shape)}, but the vision tower takes (num_images, {channels}, "
+            f"{size}, {size}) (config.vision_config). Use the model's processor (SQLlavaProcessor), which resizes and "
+            "crops every image to that size; a single image needs the batch dimension: `pixel_values[None]`."
+        )
+
+
+def check_labels(labels, tokens, vocab_size: int, check_values: bool) -> None:
+    if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.dtype == torch.bool:
+        raise TypeError(f"labels is {getattr(labels, 'dtype', type(labels))}: labels are token ids (torch.long).")
+    if getattr(tokens, "ndim", 0) >= 2 and tuple(labels.shape) != tuple(tokens.shape[:2]):
+        raise ValueError(
+            f"labels has shape {tuple(labels.shape)} but the input has shape {tuple(tokens.shape[:2])}: one label per "
+            "input token (the model shifts them itself). Use the package's collator, or `input_ids.clone()` with -100 "
+            "at the prompt and the padding."
+        )
+    if check_values and bool((((labels < 0) & (labels != IGNORE_INDEX)) | (labels >= vocab_size)).any()):
+        raise ValueError(
+            f"labels has values outside the vocabulary [0, {vocab_size}) other than -100 (min {int(labels.min())}, "
+            f"max {int(labels.max())}{'; -200 is the original LLaVA IMAGE_TOKEN_INDEX' if labels.min() == -200 else ''}"
+            "): mask the positions without loss (prompt, image tokens, padding) with -100."
+        )
+
+
 class SQLlavaModel(SQLlavaPreTrainedModel, LlavaModel):
     """
     The SQ-LLaVA model without a language modeling head: LLaVA's [`~transformers.LlavaModel`] whose projector is
@@ -284,6 +415,38 @@ class SQLlavaModel(SQLlavaPreTrainedModel, LlavaModel):
         self.language_model = AutoModel.from_config(config.text_config)
         self.post_init()
 
+    # The overrides keep the parent's signatures, which `generate` reads (`mm_encoder_outputs`, `logits_to_keep`,
+    # the cache: `past_key_values` in transformers 5.23, `cache` from 5.24), and pass the keywords on as they came.
+    @functools.wraps(LlavaModel.forward)
+    def forward(self, *args, **kwargs):
+        kwargs = _with_positional_names(LlavaModel.forward, args, kwargs)
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        cached_length = cache.get_seq_length() if cache is not None else 0
+        cached_length = cached_length if isinstance(cached_length, int) else None  # a filled static cache: a tensor
+        # Value checks on a full forward or a prefill only: a decoding step's token is whatever the model sampled,
+        # and the images are consumed. `generate` checks its prompt itself, once (`_prompt_checked`).
+        check_values = not torch.compiler.is_compiling() and not self._prompt_checked and cached_length == 0
+        self.check_inputs(kwargs, cached_length, check_values)
+        return super().forward(**kwargs)
+
+    _prompt_checked = False  # True while `SQLlavaForConditionalGeneration.generate` runs
+
+    def check_inputs(self, inputs: dict, cached_length: int | None = 0, check_values: bool = True) -> None:
+        """Raises a `ValueError`/`TypeError` naming the fix for inputs `forward` cannot take (docs/errors.md#the-model)."""
+        input_ids, pixel_values, mask = (
+            inputs.get("input_ids"),
+            inputs.get("pixel_values"),
+            inputs.get("attention_mask"),
+        )
+        check_text_inputs(self.config, input_ids, inputs.get("inputs_embeds"), mask, cached_length)
+        if pixel_values is not None:
+            check_pixel_values(self.config, pixel_values)
+        if check_values and input_ids is not None:
+            num_images = 0 if pixel_values is None else pixel_values.shape[0]
+            if (inputs.get("mm_encoder_outputs") or {}).get("image") is not None:
+                num_images = None  # images given already encoded: `get_placeholder_mask` counts them
+            check_token_values(self.config, input_ids, self.get_input_embeddings().num_embeddings, num_images)
+
     def get_placeholder_mask(
         self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, image_features: torch.Tensor
     ) -> torch.Tensor:
@@ -298,14 +461,7 @@ class SQLlavaModel(SQLlavaPreTrainedModel, LlavaModel):
         per_image = self.config.image_seq_length
 
         def mismatch_message() -> str:
-            num_image_tokens = int(special_image_mask.sum())
-            return (
-                f"Image features and image tokens do not match: the text has {num_image_tokens} image tokens "
-                f"({num_image_tokens / per_image:g} images' worth at {per_image} tokens per image) but "
-                f"{num_image_features // per_image} images were given ({num_image_features} features). Build the "
-                "inputs with `SQLlavaProcessor`, which expands every `<image>` into `image_seq_length` tokens, and "
-                "pass exactly one image per `<image>` placeholder."
-            )
+            return image_count_message(int(special_image_mask.sum()), num_image_features // per_image, per_image)
 
         # As in LLaVA: `torch_compilable_check` is a compiler hint under `torch.compile` (an `if` on the token count
         # would be data-dependent control flow, a graph break) and a `ValueError` with the message in eager mode.
@@ -337,6 +493,34 @@ class SQLlavaForConditionalGeneration(SQLlavaPreTrainedModel, LlavaForConditiona
         self.model = SQLlavaModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()
+
+    @functools.wraps(LlavaForConditionalGeneration.forward)  # the parent's signature: see `SQLlavaModel.forward`
+    def forward(self, *args, **kwargs):
+        kwargs = _with_positional_names(LlavaForConditionalGeneration.forward, args, kwargs)
+        if (labels := kwargs.get("labels")) is not None:
+            tokens = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else kwargs.get("inputs_embeds")
+            check_labels(labels, tokens, self.config.text_config.vocab_size, not torch.compiler.is_compiling())
+        return super().forward(**kwargs)
+
+    @functools.wraps(LlavaForConditionalGeneration.generate)
+    def generate(self, inputs=None, *args, **kwargs):
+        # The prompt is checked once, here (in eager mode, even when the forward is compiled); the forwards of the
+        # generation loop then check shapes only. A cache passed in holds the prompt's start (a chat's earlier turns
+        # and their images): the prefill reads only the rest, and so do the checks.
+        embeds = kwargs.get("inputs_embeds") is not None  # `generate` takes both: the embeddings in, the ids to return
+        prompt = {**kwargs, "input_ids": None if embeds else kwargs.get("input_ids", inputs)}
+        cache = kwargs.get("past_key_values", kwargs.get("cache"))
+        cached = cache.get_seq_length() if cache is not None else 0
+        cached = cached if isinstance(cached, int) else None  # a filled static cache: a tensor, unknown without a sync
+        if (tokens := prompt["inputs_embeds" if embeds else "input_ids"]) is not None:
+            if cached and getattr(tokens, "ndim", 0) >= 2:
+                prompt["inputs_embeds" if embeds else "input_ids"] = tokens[:, cached:]
+            self.model.check_inputs(prompt, cached, check_values=cached is not None)
+        checked, self.model._prompt_checked = self.model._prompt_checked, True
+        try:
+            return super().generate(inputs, *args, **kwargs)
+        finally:
+            self.model._prompt_checked = checked
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """
