@@ -200,3 +200,22 @@ def test_other_runtimes_get_the_bos_from_the_template(processor):
 def test_the_demo_checkpoint_ships_the_packaged_template():
     folder = Path(transformers_sqllava.__file__).parent / "demo" / "checkpoint"
     assert (folder / "chat_template.jinja").read_text() == build_chat_template("[vusr]")
+
+
+def test_the_template_policy_is_importable_from_both_modules():
+    # It lives in chat_template_sqllava (a Hub file of its own); processing_sqllava re-exports it for the package.
+    from transformers_sqllava import chat_template_sqllava, processing_sqllava
+
+    names = ["SYSTEM_PROMPTS", "SYSTEM_PROMPT_V1", "SYSTEM_PROMPT_V1_SQ", "NATIVE_VUSER_TOKEN", "CHAT_TEMPLATE_FILE"]
+    for name in [*names, "ORIGINAL_VUSER_MARKER", "build_chat_template", "ConversationError", "check_conversation"]:
+        assert getattr(processing_sqllava, name) is getattr(chat_template_sqllava, name), name
+    assert chat_template_sqllava.SYSTEM_PROMPTS == {"v1": REFERENCE_V1, "v1_sq": REFERENCE_V1_SQ}
+
+
+def test_template_errors_are_value_errors_too(processor):
+    # The template's `raise_exception` errors reach the caller as ConversationError: a ValueError and a TemplateError.
+    from transformers_sqllava.chat_template_sqllava import ConversationError
+
+    with pytest.raises(ConversationError, match="Unknown role") as raised:
+        processor.apply_chat_template([{"role": "human", "content": "Q"}])
+    assert isinstance(raised.value, ValueError) and isinstance(raised.value, TemplateError)

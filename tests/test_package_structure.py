@@ -17,7 +17,13 @@ PACKAGE_DIR = Path(transformers_sqllava.__file__).parent
 REPOSITORY = PACKAGE_DIR.parents[1]
 PACKAGE = "transformers_sqllava"
 # Shipped by `save_pretrained` as remote code: they may import only these (and each other).
-HUB_FILES = ("configuration_sqllava", "modeling_sqllava", "processing_sqllava", "image_processing_sqllava")
+HUB_FILES = (
+    "configuration_sqllava",
+    "modeling_sqllava",
+    "processing_sqllava",
+    "chat_template_sqllava",
+    "image_processing_sqllava",
+)
 HUB_FILE_IMPORTS = {"torch", "transformers", "numpy", "PIL", "huggingface_hub", "__future__"}
 
 
@@ -157,3 +163,30 @@ def test_docs_links_resolve():
             if page not in anchors or (anchor and anchor not in anchors[page]):
                 missing.append(f"{path.relative_to(REPOSITORY)}: docs/{page}#{anchor}")
     assert not missing, "\n".join(sorted(set(missing))[:40])
+
+
+def test_every_name_in_the_api_page_exists():
+    # docs/api.md lists each module's public names; a rename that forgets the page fails here.
+    import importlib
+
+    missing = []
+    module = None
+    for line in (REPOSITORY / "docs" / "api.md").read_text().splitlines():
+        header = re.fullmatch(r"## `(transformers_sqllava(?:\.\w+)*)`", line.strip())
+        if header:
+            module = importlib.import_module(header.group(1))
+            continue
+        if line.startswith("## "):
+            module = None  # a section about several modules: not checked name by name
+        submodule = re.fullmatch(r"`([\w.]+)`:", line.strip())  # "`training.data`:" opens a submodule's table
+        if submodule and module is not None:
+            module = importlib.import_module(f"{PACKAGE}.{submodule.group(1)}")
+            continue
+        cell = re.match(r"\| `([A-Za-z_][\w.]*)", line)
+        if module is not None and cell and cell.group(1) != "name":
+            target = module
+            for part in cell.group(1).split("."):
+                target = getattr(target, part, None)
+            if target is None:
+                missing.append(f"{module.__name__}.{cell.group(1)}")
+    assert not missing, f"docs/api.md names that do not exist: {missing}"

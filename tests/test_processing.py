@@ -530,3 +530,14 @@ def test_number_of_image_tokens_for_serving(processor):
     for size in [(16, 16), (40, 9)]:
         ids = processor(images=Image.new("RGB", size), text=prompt)["input_ids"]
         assert ids.count(processor.image_token_id) == processor._get_num_multimodal_tokens([size]).num_image_tokens[0]
+
+
+def test_save_pretrained_ships_the_chat_template_module(tmp_path):
+    # processing_sqllava.py imports its sibling chat_template_sqllava.py: remote code needs both in the folder.
+    tiny_processor(vuser_token="[vusr]").save_pretrained(tmp_path)
+    shipped = (  # the remote code and the template
+        "processing_sqllava.py", "chat_template_sqllava.py", "image_processing_sqllava.py", "chat_template.jinja"
+    )
+    for name in shipped:
+        assert (tmp_path / name).is_file(), name
+    assert "from .chat_template_sqllava import" in (tmp_path / "processing_sqllava.py").read_text()

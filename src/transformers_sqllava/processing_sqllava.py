@@ -14,7 +14,9 @@
 """Processor class for SQ-LLaVA: the reference's prompt format and tokenisation, with its image processor.
 
 A "Hub file", shipped by `save_pretrained` as remote code: it imports only torch, transformers (no private names, so
-it keeps working across versions), PIL, numpy and its siblings. What has to match the reference (docs/original.md):
+it keeps working across versions), PIL, numpy and its siblings: `chat_template_sqllava.py` holds the prompt-format
+policy (system prompts, vuser marker, template) and the conversation checks. What has to match the reference
+(docs/original.md):
 
 - prompts (docs/original.md#prompt-format-and-the-two-system-prompts): Vicuna v1 with a fourth role, the virtual
   user, rendered by one Jinja chat template;
@@ -23,90 +25,24 @@ it keeps working across versions), PIL, numpy and its siblings. What has to matc
   `image_seq_length` image tokens.
 """
 
-import json
-import os
 import re
 
+from huggingface_hub.errors import StrictDataclassError
 from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import make_flat_list_of_images
 from transformers.processing_utils import MultiModalData, ProcessingKwargs, ProcessorMixin
-from transformers.utils import logging
+from transformers.utils import TensorType, logging
+
+# The chat-template policy and the conversation checks live in their own Hub file; its names stay importable here.
+from .chat_template_sqllava import _TYPED_END, _TYPED_START, _is_batch, _mark_typed_tokens, _reject_control_tokens
+from .chat_template_sqllava import CHAT_TEMPLATE_FILE, NATIVE_VUSER_TOKEN, ORIGINAL_VUSER_MARKER  # noqa: F401
+from .chat_template_sqllava import SYSTEM_PROMPT_V1, SYSTEM_PROMPT_V1_SQ, SYSTEM_PROMPTS  # noqa: F401
+from .chat_template_sqllava import ConversationError, build_chat_template, check_conversation  # noqa: F401
+from .chat_template_sqllava import _unmask_image_tokens, check_call_kwargs, check_template_kwargs, check_unicode
+from .chat_template_sqllava import conversation_errors
 
 
 logger = logging.get_logger(__name__)
-
-
-# The reference's `conv_vicuna_v1`: answering, and every benchmark (docs/original.md#which-system-prompt-where).
-SYSTEM_PROMPT_V1 = (
-    "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, "
-    "and polite answers to the user's questions."
-)
-# The reference's `conv_vicuna_v1_sq`: training stage 2 and self-questioning. The missing space in "questions.Also"
-# is the reference's (its string is a concatenation); the released checkpoints were trained on it, so we keep it.
-SYSTEM_PROMPT_V1_SQ = (
-    "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, "
-    "and polite answers to the user's questions.Also, the artificial intelligence assistant is a curious virtual "
-    "user. The virtual user asks complex questions that are relevant to the content in the image, for example, "
-    "asking about background knowledge of the objects in the image, asking to discuss about events happening in the "
-    "image, etc. Again, do not ask about uncertain details."
-)
-SYSTEM_PROMPTS = {"v1": SYSTEM_PROMPT_V1, "v1_sq": SYSTEM_PROMPT_V1_SQ}
-
-# The virtual user's role marker. Checkpoints converted from the original release learned the plain text "VUSER"
-# (no new token, docs/original.md#the-vuser-marker); models set up by this package get the added special token
-# "[vusr]" (the paper's name).
-ORIGINAL_VUSER_MARKER = "VUSER"
-NATIVE_VUSER_TOKEN = "[vusr]"
-
-# The template ships beside this file (`save_pretrained` writes it as `chat_template.jinja`); `build_chat_template`
-# sets its one varying default, the vuser marker for runtimes that render it without passing `vuser_token`.
-CHAT_TEMPLATE_FILE = "chat_template.jinja"
-_DEFAULT_VUSER_MARKER = 'vuser_token | default("[vusr]")'
-
-# A special token typed inside a message is wrapped in these two private-use characters before rendering, so that
-# `__call__` encodes it as text while the template's own special tokens stay structure (transformers'
-# `sanitize_control_tokens` does the same with the same characters; its helpers are private, so this file has its own).
-_TYPED_START, _TYPED_END = "\U000f0000", "\U000f0001"
-
-
-def build_chat_template(vuser_token: str = NATIVE_VUSER_TOKEN) -> str:
-    r"""
-    Build SQ-LLaVA's Jinja chat template: Vicuna v1 (`SeparatorStyle.TWO`,
-    docs/original.md#prompt-format-and-the-two-system-prompts) with the virtual user. It renders:
-
-    - the BOS unless the variable `add_bos_token` is false, as Llama chat templates write it, so a prompt tokenised
-      without special tokens (TRL, vLLM) keeps it. [`SQLlavaProcessor.apply_chat_template`] passes
-      `add_bos_token=tokenize`: its strings stay the reference's prompt text, and `__call__` adds the one BOS;
-    - `system + " "`: a `{"role": "system"}` first message, else the template variable `system_prompt`'s (`"v1"`, the
-      default, or `"v1_sq"`);
-    - message `i`: `ROLE + ": " + text + [" ", "</s>"][i % 2]`, the roles being `USER`, `ASSISTANT` and
-      `{vuser_token}`; a vuser turn's text ends in `"</s>"` (reference `train.py` L522): `VUSER: question</s> `.
-      Turns alternate user-or-vuser / assistant from a user turn, so the separator by index is one by role;
-    - an image block as `"<image>\n"`, a message's images before its text (docs/original.md#training-data);
-    - `add_generation_prompt`: `"ASSISTANT:"`, or `"{vuser_token}:"` with `generation_role="vuser"`.
-
-    What the reference trains sits in `{% generation %}` blocks, for `return_assistant_tokens_mask` (TRL's
-    `assistant_only_loss`): an answer or a vuser question, from the space after its marker's colon to its `"</s>"`,
-    the spans of `training.labels` (docs/original.md#stage-2-labels-and-vuser-turns).
-
-    Args:
-        vuser_token (`str`, *optional*, defaults to `"[vusr]"`):
-            The virtual user's role marker used when the caller does not pass the `vuser_token` variable (other
-            runtimes that render the saved template). [`SQLlavaProcessor`] always passes its own.
-
-    Returns:
-        `str`: the template.
-    """
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), CHAT_TEMPLATE_FILE)
-    if not os.path.isfile(path):
-        # Remote code: the Hub folder's own `chat_template.jinja` is loaded by `from_pretrained` instead.
-        raise FileNotFoundError(
-            f"SQ-LLaVA's chat template {CHAT_TEMPLATE_FILE} is not beside {__file__}: install transformers-sqllava, "
-            "or load the processor from a saved folder (which holds the template)."
-        )
-    with open(path, encoding="utf-8") as template_file:
-        template = template_file.read()
-    return template.replace(_DEFAULT_VUSER_MARKER, f"vuser_token | default({json.dumps(vuser_token)})")
 
 
 def _check_vocabulary(tokenizer, image_token: str, vuser_token: str):
@@ -139,17 +75,73 @@ def _sentencepiece_model_of(tokenizer):
     return backend.model if probe == "▁a▁b" else None
 
 
-def _check_image_count(texts: list[str], images: list | None, image_token: str, marked: bool):
+def _check_text(text) -> list[str]:
+    if text is None:
+        raise ValueError(
+            "SQLlavaProcessor needs `text`: a prompt with one `<image>` per image, e.g. from "
+            "`processor.apply_chat_template(messages, add_generation_prompt=True)`."
+        )
+    if isinstance(text, str):
+        check_unicode(text, "`text`")
+        return [text]
+    if not isinstance(text, (list, tuple)):
+        raise TypeError(f"`text` must be a string or a list of strings (one prompt a row), got {type(text).__name__}.")
+    if not text:
+        raise ValueError("`text` is an empty list: give at least one prompt.")
+    for index, sample in enumerate(text):
+        if not isinstance(sample, str):
+            hint = ": a conversation goes to `apply_chat_template`" if isinstance(sample, (list, dict)) else ""
+            raise TypeError(
+                f"`text` must be a string or a list of strings, but text[{index}] is a {type(sample).__name__}{hint}."
+            )
+        check_unicode(sample, f"text[{index}]")
+    return list(text)
+
+
+def _merge_call_kwargs(processor, kwargs: dict) -> tuple[dict, dict]:
+    """The text and image options of a call, each checked against its type (transformers' typed dicts)."""
+    try:
+        merged = processor._merge_kwargs(
+            processor.valid_processor_kwargs, tokenizer_init_kwargs=processor.tokenizer.init_kwargs, **kwargs
+        )
+    except StrictDataclassError as error:  # huggingface_hub's, neither a TypeError nor a ValueError
+        raise TypeError(f"SQLlavaProcessor.__call__: {' '.join(str(error).split())}") from error
+    return merged["text_kwargs"], merged["images_kwargs"]
+
+
+def _images_per_row(images, num_texts: int) -> list[int] | None:
+    """With a list of images per prompt (what `apply_chat_template` passes), how many each prompt has; else None."""
+    if not (isinstance(images, (list, tuple)) and images and all(isinstance(row, (list, tuple)) for row in images)):
+        return None
+    if len(images) != num_texts:
+        raise ValueError(
+            f"`images` holds {len(images)} lists of images for {num_texts} prompts: give one list per prompt (`[]` "
+            "for a prompt without images), or one flat list, whose images go to the placeholders in order."
+        )
+    return [len(make_flat_list_of_images(row)) if row else 0 for row in images]
+
+
+def _check_image_count(texts: list[str], images: list | None, rows: list[int] | None, image_token: str, marked: bool):
     # A marked `<image>` was typed inside a message: it is text, not a placeholder.
-    unmarked = [re.sub(f"{_TYPED_START}.*?{_TYPED_END}", "", sample) for sample in texts]
-    num_placeholders = sum(sample.count(image_token) for sample in (unmarked if marked else texts))
-    num_images = 0 if images is None else len(images)
+    texts = [re.sub(f"{_TYPED_START}.*?{_TYPED_END}", "", text) for text in texts] if marked else texts
+    counts = [text.count(image_token) for text in texts]
+    for index, (count, given) in enumerate(zip(counts, rows or [])):
+        if count != given:
+            raise ValueError(
+                f"Prompt {index} of the batch has {count} {image_token} placeholder(s) but its list in `images` has "
+                f"{given} image(s): give each prompt exactly one image per placeholder (with `apply_chat_template`, "
+                "each image block its image: {'type': 'image', 'image': ...})."
+            )
+    num_placeholders, num_images = sum(counts), 0 if images is None else len(images)
     if num_placeholders == num_images:
         return
+    # A flat list goes to the placeholders in order, across the batch: name each prompt's share.
+    rows_hint = f" (per prompt: {counts}; images go to the placeholders in order)" if len(texts) > 1 else ""
     if num_images == 0:
         raise ValueError(
-            f"The text has {num_placeholders} {image_token} placeholder(s) but no image was given. Pass one "
-            f"image per placeholder with `images=`, or remove the placeholders for a text-only prompt."
+            f"The text has {num_placeholders} {image_token} placeholder(s){rows_hint} but no image was given. Pass "
+            "one image per placeholder with `images=` (with `apply_chat_template`, in each image block: {'type': "
+            "'image', 'image': ...}), or remove the placeholders for a text-only prompt."
         )
     if num_placeholders == 0:
         raise ValueError(
@@ -158,57 +150,40 @@ def _check_image_count(texts: list[str], images: list | None, image_token: str, 
             'or use `apply_chat_template` with {"type": "image"} content blocks.'
         )
     raise ValueError(
-        f"The text has {num_placeholders} {image_token} placeholder(s) but {num_images} image(s) were given: "
-        f"pass exactly one image per placeholder, in the order the placeholders appear (across the batch)."
+        f"The text has {num_placeholders} {image_token} placeholder(s){rows_hint} but {num_images} image(s) were "
+        "given: pass exactly one image per placeholder, in the order the placeholders appear (across the batch), or "
+        "one list of images per prompt."
     )
 
 
-def _is_batch(conversation) -> bool:
-    return bool(conversation) and isinstance(conversation[0], (list, tuple))
+def _length_limit(text_kwargs: dict, tokenizer) -> int | None:
+    """Check the tokenizer options `__call__` reads; return the length no prompt may exceed (it never truncates)."""
+    # A `PaddingStrategy` / `TruncationStrategy` is read as its value.
+    padding, truncation = (getattr(value, "value", value) for value in map(text_kwargs.get, ("padding", "truncation")))
+    if padding not in (None, True, False, "longest", "max_length", "do_not_pad"):
+        raise ValueError(f"`padding` must be True, False, 'longest', 'max_length' or 'do_not_pad', got {padding!r}.")
+    if truncation not in (None, True, False, "longest_first", "only_first", "do_not_truncate"):
+        raise ValueError(f"`truncation` must be True, False, 'longest_first' or 'do_not_truncate': {truncation!r}.")
+    for name in ("max_length", "pad_to_multiple_of"):
+        value = text_kwargs.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"`{name}` must be a positive int or None, got {value!r}.")
+    if text_kwargs.get("padding_side") not in (None, "left", "right"):
+        raise ValueError(f"`padding_side` must be 'left' or 'right', got {text_kwargs['padding_side']!r}.")
+    max_length = text_kwargs.get("max_length")
+    if padding == "max_length" and max_length is None:
+        raise ValueError(
+            "`padding='max_length'` needs `max_length`: pass `max_length=N`, or `padding=True` to pad to the "
+            "longest prompt."
+        )
+    if max_length is None and truncation not in (None, False, "do_not_truncate") and tokenizer.model_max_length < 1e29:
+        max_length = tokenizer.model_max_length  # what the tokenizer would truncate to (1e30 is its "no limit")
+    return max_length
 
 
-def _with_message_texts(conversation, edit):
-    """The conversation (or batch) with `edit(text, message_index, message)` applied to every text of its messages."""
-
-    def edit_message(index, message):
-        content = message.get("content")
-        if isinstance(content, str):
-            return {**message, "content": edit(content, index, message)}
-        if not isinstance(content, list):
-            return message
-        is_text = [isinstance(block, dict) and isinstance(block.get("text"), str) for block in content]
-        blocks = [{**b, "text": edit(b["text"], index, message)} if t else b for b, t in zip(content, is_text)]
-        return {**message, "content": blocks}
-
-    conversations = conversation if _is_batch(conversation) else [conversation]
-    edited = [[edit_message(index, message) for index, message in enumerate(messages)] for messages in conversations]
-    return edited if _is_batch(conversation) else edited[0]
-
-
-def _reject_control_tokens(conversation, control_tokens: list[str]):
-    def check(text, index, message):
-        found = [token for token in control_tokens if token in text]
-        if found:
-            raise ValueError(
-                f"Message {index} ({message.get('role')!r}) contains {found[0]!r}, a special token of SQ-LLaVA's "
-                "prompt format: in a rendered string it would act as structure (end a turn, add an image slot or a "
-                "role). Use `apply_chat_template(..., tokenize=True)`, which encodes it as plain text, or remove it."
-            )
-        return text
-
-    _with_message_texts(conversation, check)
-
-
-def _mark_typed_tokens(conversation, control_tokens: list[str]):
-    """Wrap every special token typed in message text in the `_TYPED_*` markers (markers already there are dropped, so
-    text cannot forge a marked token)."""
-    pattern = re.compile("|".join(re.escape(token) for token in control_tokens))
-
-    def mark(text, index, message):
-        text = text.replace(_TYPED_START, "").replace(_TYPED_END, "")
-        return pattern.sub(lambda match: _TYPED_START + match.group(0) + _TYPED_END, text)
-
-    return _with_message_texts(conversation, mark)
+def _check_return_tensors(return_tensors):
+    if return_tensors is not None and getattr(return_tensors, "value", return_tensors) not in list(TensorType):
+        raise ValueError(f"`return_tensors` must be 'pt' (torch), 'np' (NumPy) or None (lists): {return_tensors!r}.")
 
 
 def _encode_text(processor, chunk: str, continuation: bool, control_ids, with_offsets: bool):
@@ -285,14 +260,41 @@ def _encode_prompt(processor, text: str, add_bos: bool, marked: bool, with_offse
     return ids, offsets if with_offsets else None
 
 
-def _unmask_image_tokens(output, image_token_id: int):
-    # Image tokens are never trained, whatever a custom template's generation blocks cover.
-    masks, input_ids = output["assistant_masks"], output["input_ids"]
-    if not isinstance(masks, list):  # a tensor or an array
-        masks[input_ids == image_token_id] = 0
-        return
-    for row_ids, row_mask in zip(input_ids, masks):
-        row_mask[:] = [0 if token == image_token_id else mask for token, mask in zip(row_ids, row_mask)]
+def _encode_texts(processor, texts: list[str], text_kwargs: dict, marked: bool, as_tensors: bool) -> dict:
+    """`input_ids`, `attention_mask` (and `offset_mapping`) of the prompts, padded as `text_kwargs` ask."""
+    tokenizer = processor.tokenizer
+    max_length = _length_limit(text_kwargs, tokenizer)
+    add_bos, with_offsets = text_kwargs.get("add_special_tokens", True), text_kwargs.get("return_offsets_mapping")
+    encoded = [_encode_prompt(processor, text, add_bos, marked, bool(with_offsets)) for text in texts]
+    # `max_length` is a limit with or without `truncation`: the processor never truncates (a cut could split the
+    # image tokens or a turn), and a longer row would silently break `padding="max_length"`'s one shape.
+    too_long = [len(ids) for ids, _ in encoded if max_length is not None and len(ids) > max_length]
+    if too_long:
+        raise ValueError(
+            f"Prompts of {too_long} tokens exceed max_length={max_length}. SQLlavaProcessor does not truncate: a cut "
+            "could split the image tokens or a turn. Shorten the conversation or raise `max_length`."
+        )
+    padding, padding_side = text_kwargs.get("padding"), text_kwargs.get("padding_side") or tokenizer.padding_side
+    padded = tokenizer.pad(
+        {"input_ids": [ids for ids, _ in encoded]},
+        padding=padding or False,
+        max_length=text_kwargs.get("max_length") if getattr(padding, "value", padding) == "max_length" else None,
+        pad_to_multiple_of=text_kwargs.get("pad_to_multiple_of"),
+        padding_side=padding_side,
+        return_attention_mask=text_kwargs.get("return_attention_mask", True),
+    )
+    lengths = sorted({len(row) for row in padded["input_ids"]})
+    if as_tensors and len(lengths) > 1:
+        raise ValueError(
+            f"The prompts have {lengths[0]} to {lengths[-1]} tokens and are not padded, so they cannot be stacked "
+            "into tensors: pass `padding=True`, or `return_tensors=None` for lists."
+        )
+    data = dict(padded)
+    if with_offsets:  # padding spans no text
+        pads = [[(0, 0)] * (len(row) - len(offsets)) for row, (_, offsets) in zip(padded["input_ids"], encoded)]
+        rows = zip(pads, (offsets for _, offsets in encoded))
+        data["offset_mapping"] = [pad + row if padding_side == "left" else row + pad for pad, row in rows]
+    return data
 
 
 class SQLlavaProcessor(ProcessorMixin):
@@ -389,7 +391,8 @@ class SQLlavaProcessor(ProcessorMixin):
 
         Args:
             images (`PIL.Image.Image`, `np.ndarray`, `torch.Tensor`, `str` (a file path) or a (nested) list of them):
-                The images, in the order of the `<image>` placeholders in `text` (one image per placeholder).
+                The images, one per `<image>` placeholder: a flat list goes to the placeholders in order, across the
+                batch; a list of lists (one per prompt, as `apply_chat_template` passes) is checked prompt by prompt.
             text (`str` or `list[str]`):
                 The prompts, written in the reference's format (e.g. from [`~SQLlavaProcessor.apply_chat_template`]
                 with `tokenize=False`). `</s>`, `<image>` and other special tokens in this text are structure.
@@ -397,6 +400,12 @@ class SQLlavaProcessor(ProcessorMixin):
                 Tokenizer options (`padding`, `padding_side`, `max_length`, `pad_to_multiple_of`,
                 `return_attention_mask`, `return_offsets_mapping`, `add_special_tokens`: `True`, the default, adds one
                 BOS unless the text starts with it), image-processor options (`do_pad`, `size`, ...), `return_tensors`.
+                Nothing is truncated: `max_length` (with or without `truncation`) is a limit a longer prompt raises at.
+
+        Raises:
+            `TypeError` (a wrong type, an unknown keyword) or `ValueError` (placeholders and images that do not
+            match, a prompt over `max_length`, an invalid option), naming the fix
+            (docs/errors.md#the-processor-and-chat-template).
 
         Returns:
             [`~transformers.BatchFeature`] with `input_ids`, `attention_mask`, with images `pixel_values`, and with
@@ -404,54 +413,24 @@ class SQLlavaProcessor(ProcessorMixin):
             the chunk encoder that gives the ids (every image token spans its `<image>`; padding and an added BOS
             `(0, 0)`). Prompts and offsets are not shifted for the image tokens, so no `text_replacement_offsets`.
         """
-        if text is None:
-            raise ValueError(
-                "SQLlavaProcessor needs `text`: a prompt with one `<image>` per image, e.g. from "
-                "`processor.apply_chat_template(messages, add_generation_prompt=True)`."
-            )
-        texts = [text] if isinstance(text, str) else list(text)
-        if not all(isinstance(sample, str) for sample in texts):
-            raise ValueError(f"`text` must be a string or a list of strings, got {type(text).__name__}.")
-        marked = bool(kwargs.get("sanitize_control_tokens"))
+        texts = _check_text(text)
+        check_call_kwargs(self, kwargs)
+        marked, rows = bool(kwargs.get("sanitize_control_tokens")), None
         if images is not None:
-            images = make_flat_list_of_images(self.image_processor.fetch_images(images))
-        _check_image_count(texts, images, self.image_token, marked)
+            images = self.image_processor.fetch_images(images)
+            rows = None if isinstance(text, str) else _images_per_row(images, len(texts))
+            images = make_flat_list_of_images(images) or None  # `[]`, `[[], []]`: no image
+        _check_image_count(texts, images, rows, self.image_token, marked)
 
-        merged = self._merge_kwargs(
-            self.valid_processor_kwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs
-        )
-        text_kwargs, images_kwargs = merged["text_kwargs"], merged["images_kwargs"]
+        text_kwargs, images_kwargs = _merge_call_kwargs(self, kwargs)
         return_tensors = text_kwargs.pop("return_tensors", None)
+        _check_return_tensors(return_tensors)
+        encoded = _encode_texts(self, texts, text_kwargs, marked, as_tensors=return_tensors is not None)
         data = {}
         if images is not None:
             images_kwargs.pop("return_tensors", None)
             data["pixel_values"] = self.image_processor(images, **images_kwargs)["pixel_values"]
-
-        add_bos, with_offsets = text_kwargs.get("add_special_tokens", True), text_kwargs.get("return_offsets_mapping")
-        encoded = [_encode_prompt(self, sample, add_bos, marked, bool(with_offsets)) for sample in texts]
-        max_length = text_kwargs.get("max_length")
-        if text_kwargs.get("truncation") and max_length is not None:
-            too_long = [len(ids) for ids, _ in encoded if len(ids) > max_length]
-            if too_long:
-                raise ValueError(
-                    f"Prompts of {too_long} tokens exceed max_length={max_length}. SQLlavaProcessor does not "
-                    "truncate: a cut could split the image tokens or a turn. Shorten the conversation or raise "
-                    "`max_length`."
-                )
-        padding_side = text_kwargs.get("padding_side") or self.tokenizer.padding_side
-        padded = self.tokenizer.pad(
-            {"input_ids": [ids for ids, _ in encoded]},
-            padding=text_kwargs.get("padding", False),
-            max_length=max_length,
-            pad_to_multiple_of=text_kwargs.get("pad_to_multiple_of"),
-            padding_side=padding_side,
-            return_attention_mask=text_kwargs.get("return_attention_mask", True),
-        )
-        data.update(padded)
-        if with_offsets:  # padding spans no text
-            pads = [[(0, 0)] * (len(row) - len(offsets)) for row, (_, offsets) in zip(padded["input_ids"], encoded)]
-            rows = zip(pads, (offsets for _, offsets in encoded))
-            data["offset_mapping"] = [pad + row if padding_side == "left" else row + pad for pad, row in rows]
+        data.update(encoded)
         if isinstance(text, str) and return_tensors is None:
             data = {key: value[0] if key != "pixel_values" else value for key, value in data.items()}
         return BatchFeature(data=data, tensor_type=return_tensors)
@@ -484,7 +463,9 @@ class SQLlavaProcessor(ProcessorMixin):
         string or `{"type": "text" | "image"}` blocks (an image block can carry `"image"`, `"url"` or `"path"`, loaded
         with `tokenize=True`). Images go in user turns and render as `"<image>\n"` before the text (the template
         variable `images_first=False` keeps the blocks' order). Turns alternate user-or-vuser / assistant from a user
-        turn; a malformed conversation raises a `jinja2.TemplateError` that says what is wrong.
+        turn. A malformed conversation raises a [`ConversationError`] (a `ValueError`, and a `jinja2.TemplateError`
+        as the template's own errors are) naming the message and the fix; a wrong type a `TypeError`
+        (docs/errors.md#the-processor-and-chat-template).
 
         Example, with `vuser_token="VUSER"` (a converted checkpoint) and `SYS` the v1 system prompt:
 
@@ -529,14 +510,17 @@ class SQLlavaProcessor(ProcessorMixin):
                 Passed on as in [`~transformers.ProcessorMixin.apply_chat_template`] (`return_dict`, `return_tensors`,
                 `continue_final_message`, `processor_kwargs`, template variables). `return_assistant_tokens_mask`
                 gives `assistant_masks` (what the reference trains, never image tokens), batched even for one
-                conversation.
+                conversation. A keyword none of these read (nor the template's text mentions) raises a `TypeError`.
 
         Returns:
             `str` (or `list[str]`) with `tokenize=False`; token ids or a [`~transformers.BatchFeature`] otherwise.
         """
+        check_conversation(conversation)  # before transformers or the template index into it
+        template = f"{self.chat_template}{chat_template or ''}"
+        check_template_kwargs(self, template, kwargs)
         template_kwargs = {"generation_role": generation_role, "vuser_token": self.vuser_token}
         template_kwargs.update(image_token=self.image_token, add_bos_token=kwargs.pop("add_bos_token", tokenize))
-        if "add_bos_token" not in f"{self.chat_template}{chat_template or ''}":
+        if "add_bos_token" not in template:
             del template_kwargs["add_bos_token"]  # a template saved before it: transformers would warn on every call
         if system_prompt is not None:
             template_kwargs["system_prompt"] = system_prompt
@@ -557,14 +541,15 @@ class SQLlavaProcessor(ProcessorMixin):
         masks = tokenize and kwargs.get("return_assistant_tokens_mask", False)
         if masks and not _is_batch(conversation):
             conversation = [conversation]  # transformers' mask step reads a batch, as TRL does
-        output = super().apply_chat_template(
-            conversation,
-            chat_template=chat_template,
-            add_generation_prompt=add_generation_prompt,
-            tokenize=tokenize,
-            **template_kwargs,
-            **kwargs,
-        )
+        with conversation_errors():  # the template's `raise_exception`: a `ConversationError`, so a `ValueError`
+            output = super().apply_chat_template(
+                conversation,
+                chat_template=chat_template,
+                add_generation_prompt=add_generation_prompt,
+                tokenize=tokenize,
+                **template_kwargs,
+                **kwargs,
+            )
         if masks and kwargs.get("return_dict"):
             _unmask_image_tokens(output, self.image_token_id)
         return output
