@@ -19,7 +19,8 @@ Three implementations of the projector, all holding the **same weights**:
   which aggregates clusters with `scatter_add` and dispatches them back with `gather`;
 - `reference`: `ReferenceClustering` below, a faithful re-implementation of the reference `Clustering` module
   (docs/original.md#prototype-extractor) with its parameter names `c`, `v`, `f`, `sim_alpha`, `sim_beta`, `mlp`, which
-  materialises the batch x prototypes x tokens x channels products exactly as the reference does (docs/original.md#broadcast-memory-cost);
+  materialises the batch x prototypes x tokens x channels products exactly as the reference does
+  (docs/original.md#broadcast-memory-cost);
 - `mlp`: the package's projector with `use_prototype_extractor=False` (plain LLaVA-1.5 MLP), the floor.
 
 Each is measured for an inference forward (`torch.no_grad`) and a training step (forward + backward of a fixed random

@@ -14,8 +14,9 @@
 """
 SQ-LLaVA stage 2 with QLoRA: the same self-questioning SFT as `train_stage2.py`, on a 4-bit (NF4, double-quantized)
 language model. The vision tower, extractor + projector and `lm_head` stay in full precision (`QLORA_SKIP_MODULES`),
-and bitsandbytes' CPU weight repacking is switched off after loading (docs/training.md#with-trl-ddp-and-bitsandbytes). TRL's `SFTTrainer` casts the
-trainable parameters of a quantized model to bf16, so QLoRA through TRL needs `--bf16 true` (the default here).
+and bitsandbytes' CPU weight repacking is switched off after loading (docs/training.md#with-trl-ddp-and-bitsandbytes).
+TRL's `SFTTrainer` casts the trainable parameters of a quantized model to bf16, so QLoRA through TRL needs `--bf16
+true` (the default here).
 
 Tiny, offline, on a CPU (bitsandbytes 4-bit runs on CPU):
 

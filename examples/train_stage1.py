@@ -12,9 +12,10 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """
-SQ-LLaVA stage 1: feature alignment with TRL's `SFTTrainer` (docs/original.md#training-recipe). Everything is frozen but
-the prototype extractor and the MLP projector; samples are the reference's "plain" format, `<image>` + caption +
-`"\\n"`, with only the caption trained (docs/original.md#stage-1-labels). Defaults: lr 1e-3 (the paper says 2e-3), cosine, warmup 0.03, one epoch.
+SQ-LLaVA stage 1: feature alignment with TRL's `SFTTrainer` (docs/original.md#training-recipe). Everything is frozen
+but the prototype extractor and the MLP projector; samples are the reference's "plain" format, `<image>` + caption +
+`"\\n"`, with only the caption trained (docs/original.md#stage-1-labels). Defaults: lr 1e-3 (the paper says 2e-3),
+cosine, warmup 0.03, one epoch.
 
 Tiny, offline, on a CPU:
 

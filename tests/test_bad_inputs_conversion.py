@@ -253,7 +253,8 @@ def test_cli_overwrite_flag(release, tmp_path, capsys):
     args = ["convert", "--model-path", str(release.model_dir), "--model-base", str(release.base_dir),
             "--output-dir", str(out), "--num-prototypes", str(original_layouts.NUM_PROTOTYPES)]
     assert cli_main([*args, "--no-merge"]) == 0 and (out / "adapter").is_dir()
-    with pytest.raises(ValueError, match="--overwrite"):
+    with pytest.raises(SystemExit, match="--overwrite") as refused:  # the CLI's one-line user error, status 2
         cli_main(args)
+    assert refused.value.code == 2
     assert cli_main([*args, "--overwrite"]) == 0
     assert not (out / "adapter").exists() and f"Converted checkpoint written to {out}" in capsys.readouterr().out

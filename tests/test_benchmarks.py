@@ -1,7 +1,7 @@
 """Smoke tests of `benchmarks/`: both scripts run at their `--quick` sizes and report well-formed results.
 
-Speed and memory are measured by the scripts, not asserted here (docs/performance.md). What is asserted: every row is there
-with finite, positive numbers, and the broadcast re-implementation of the reference `Clustering` in the benchmark
+Speed and memory are measured by the scripts, not asserted here (docs/performance.md). What is asserted: every row is
+there with finite, positive numbers, and the broadcast re-implementation of the reference `Clustering` in the benchmark
 computes the same outputs and gradients as the package's extractor, so the benchmark compares like with like.
 """
 

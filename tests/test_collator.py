@@ -192,7 +192,8 @@ def test_stage1_alignment_masks(sq_processor):
     messages = [user("Describe the image briefly.", with_image=True), assistant("a red circle on grey")]
     batch = collator([{"images": [image()], "messages": messages}])
     ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
-    # <s> <image>x16 "a red circle on grey\n": no system prompt, no instruction, no EOS (docs/original.md#stage-1-labels).
+    # <s> <image>x16 "a red circle on grey\n": no system prompt, no instruction, no EOS
+    # (docs/original.md#stage-1-labels).
     assert ids[: 1 + IMAGE_TOKENS] == [1] + [sq_processor.image_token_id] * IMAGE_TOKENS
     assert labels[: 1 + IMAGE_TOKENS] == [-100] * (1 + IMAGE_TOKENS)
     assert sq_processor.tokenizer.eos_token_id not in ids

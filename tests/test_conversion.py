@@ -1,10 +1,10 @@
 """Converting the original SQ-LLaVA checkpoint layouts (docs/original.md#release-layout), on tiny checkpoints built on disk.
 
-The checkpoints use the original key names exactly (docs/original.md#release-layout), bf16 where the release is bf16, non-zero LoRA B matrices,
-and scalings that differ between the LLM LoRA (alpha / r = 2) and the ViT LoRA (3), so a mixed-up scaling shows. The
-converted model is compared with a direct implementation of the reference forward written here with the original
-names: CLIP hidden state -2 without CLS, the `Clustering` formulas, the image features spliced at the `-200` position,
-and the LLM with its LoRA merged by hand.
+The checkpoints use the original key names exactly (docs/original.md#release-layout), bf16 where the release is bf16,
+non-zero LoRA B matrices, and scalings that differ between the LLM LoRA (alpha / r = 2) and the ViT LoRA (3), so a
+mixed-up scaling shows. The converted model is compared with a direct implementation of the reference forward written
+here with the original names: CLIP hidden state -2 without CLS, the `Clustering` formulas, the image features spliced
+at the `-200` position, and the LLM with its LoRA merged by hand.
 """
 
 import json
@@ -400,7 +400,8 @@ def test_lora_release_matches_reference_forward(converted, release):
 
 def test_merged_checkpoint_matches_reference_forward(release, tmp_path):
     # Sharded .bin + index, an unmerged CLIP copy inside (dropped), a full CLIPModel as `--vision-tower` (text tower
-    # dropped); the merged layout never carries a ViT LoRA (docs/original.md#merge-scripts-and-conversion-facts), so the reference runs the plain tower.
+    # dropped); the merged layout never carries a ViT LoRA (docs/original.md#merge-scripts-and-conversion-facts), so
+    # the reference runs the plain tower.
     out = convert_sqllava_checkpoint(
         release.merged_dir, tmp_path / "out", vision_tower=release.clip_full_dir, dtype="float32", **CONVERT_KWARGS
     )

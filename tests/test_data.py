@@ -53,7 +53,8 @@ def test_image_and_text_only_rows(tmp_path):
     row = dataset[0]
     assert row["id"] == "000000033471"
     assert row["messages"] == [
-        # preprocess_multimodal (docs/original.md#training-data): the image first, the placeholder gone, the text stripped.
+        # preprocess_multimodal (docs/original.md#training-data): the image first, the placeholder gone, the text
+        # stripped.
         {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is it?"}]},
         {"role": "assistant", "content": [{"type": "text", "text": "Red."}]},
         {"role": "user", "content": [{"type": "text", "text": "Is it square?"}]},

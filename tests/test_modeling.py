@@ -33,8 +33,8 @@ IMAGE_TOKEN = 419
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# A straightforward implementation of the reference `Clustering` forward (docs/original.md#prototype-extractor), written with the
-# reference's own broadcasts and parameter roles, to check the package's scatter/gather form against.
+# A straightforward implementation of the reference `Clustering` forward (docs/original.md#prototype-extractor),
+# written with the reference's own broadcasts and parameter roles, to check the package's scatter/gather form against.
 # --------------------------------------------------------------------------------------------------------------------
 
 
@@ -131,7 +131,8 @@ def test_extractor_ties_resolve_to_first_prototype_like_reference():
 
 
 def test_negative_alpha_selects_least_similar_prototype():
-    # sigmoid is monotonic: with alpha < 0 the arg-max gate is the arg-min cosine (reference docs/original.md#prototype-extractor step 4).
+    # sigmoid is monotonic: with alpha < 0 the arg-max gate is the arg-min cosine (reference
+    # docs/original.md#prototype-extractor step 4).
     torch.manual_seed(0)
     extractor = make_extractor().double()
     x = torch.randn(1, 20, 24, dtype=torch.float64)
@@ -170,7 +171,8 @@ def test_fresh_extractor_initialisation_matches_reference():
 def test_half_precision_extractor_is_finite_and_close_to_fp32():
     torch.manual_seed(0)
     extractor = make_extractor()
-    # CLIP features carry large-magnitude outlier channels: the reference's unnormalised sums over tokens overflow fp16.
+    # CLIP features carry large-magnitude outlier channels: the reference's unnormalised sums over tokens overflow
+    # fp16.
     x = torch.randn(2, 20, 24) * 30
     x[:, :, 3] = 20000.0
     expected = extractor(x)
@@ -187,8 +189,8 @@ def test_half_precision_extractor_is_finite_and_close_to_fp32():
     bf16 = copy.deepcopy(extractor).bfloat16()
     out = bf16(x.bfloat16())
     assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
-    # bf16 rounding of the key/value projections can move a few tokens to another prototype (docs/original.md#fp16-routing): most
-    # elements agree, not all.
+    # bf16 rounding of the key/value projections can move a few tokens to another prototype
+    # (docs/original.md#fp16-routing): most elements agree, not all.
     close = (out.float() - expected).abs() <= 0.02 * expected.abs() + 5.0
     assert close.float().mean() > 0.9
 

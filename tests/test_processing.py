@@ -333,7 +333,8 @@ def test_resize_embeddings_adds_mean_rows_for_the_native_marker():
 
 
 def test_resize_initialises_new_tokens_inside_a_padded_vocabulary():
-    # LLaVA-1.5 checkpoints pad their vocabulary to a multiple of 64: "[vusr]" then lands in an existing, untrained row.
+    # LLaVA-1.5 checkpoints pad their vocabulary to a multiple of 64: "[vusr]" then lands in an existing, untrained
+    # row.
     processor = tiny_processor(vuser_token="[vusr]")
     model = SQLlavaForConditionalGeneration(tiny_config(text_config={"vocab_size": 448}))
     old_input = model.get_input_embeddings().weight.detach().clone()

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:MatMul8bitLt. inputs will be cas
 
 DEFAULT_SKIP_MODULES = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
 NUM_LANGUAGE_MODEL_LINEARS = 2 * 7  # 2 layers x (q, k, v, o, gate, up, down)
-# Full module names: a bare ["q_proj", "v_proj"] would also put LoRA on CLIP's attention (docs/training.md#with-trl-ddp-and-bitsandbytes).
+# Full module names: a bare ["q_proj", "v_proj"] would also put LoRA on CLIP's attention
+# (docs/training.md#with-trl-ddp-and-bitsandbytes).
 LANGUAGE_MODEL_QV = r".*\.language_model\.layers\.\d+\.self_attn\.(q_proj|v_proj)"
 
 

@@ -139,7 +139,8 @@ def test_round_conversations_render_the_reference_prompts(processor, images):
         SYSTEM_PROMPT_V1_SQ
         + " USER: <image>\nCan you describe the image in detail? ASSISTANT: A red circle.</s>VUSER:"
     )
-    # Answers use the training format "</s> ASSISTANT:" (docs/original.md#prompt-format-and-the-two-system-prompts), not visual_qa.py's "</s>ASSISTANT:".
+    # Answers use the training format "</s> ASSISTANT:" (docs/original.md#prompt-format-and-the-two-system-prompts),
+    # not visual_qa.py's "</s>ASSISTANT:".
     assert render(answer_conversation(image, "A red circle.", "Why?"), "assistant") == (
         SYSTEM_PROMPT_V1_SQ
         + " USER: <image>\nCan you describe the image in detail? ASSISTANT: A red circle.</s>"

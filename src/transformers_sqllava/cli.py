@@ -51,6 +51,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "transformers_sqllava.commands.demo",
         "offline demo: a tiny SQ-LLaVA answers and asks questions about generated scenes (no download)",
     ),
+    "eval": (
+        "transformers_sqllava.commands.eval",
+        "score benchmark answer files as the paper's original scripts do (`sqllava eval score BENCHMARK ...`)",
+    ),
 }
 PROG = "sqllava"
 DEBUG_ENV = "SQLLAVA_DEBUG"  # `SQLLAVA_DEBUG=1`: as `--debug`, for a command line one cannot (or would not) edit
@@ -138,6 +142,18 @@ def _invoked_command(argv: Sequence[str]) -> str | None:
 def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
     (subparsers,) = (action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
     return subparsers.choices[command]
+
+
+def _innermost_parser(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The parser of the most nested subcommand named in `argv` (`sqllava eval score pope ...` -> `pope`'s), whose
+    flags are the ones to check."""
+    for arg in argv:
+        subparsers = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+        if not subparsers:
+            break
+        if not arg.startswith("-") and arg in subparsers[0].choices:
+            parser = subparsers[0].choices[arg]
+    return parser
 
 
 def normalize_flags(subparser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
@@ -239,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = _invoked_command(argv)
     parser = build_parser(command if command in COMMANDS else None)
     if command in COMMANDS:
-        subparser = _subparser(parser, command)
+        subparser = _innermost_parser(_subparser(parser, command), argv[argv.index(command) + 1 :])
         argv = normalize_flags(subparser, argv)
         # Before parsing: argparse would first complain about a required flag that a misspelt one was meant to be.
         unknown = unknown_flags(subparser, argv[argv.index(command) + 1 :])

@@ -52,7 +52,8 @@ class SQLlavaConfig(LlavaConfig):
             Whether the projector linears have a bias.
         num_prototypes (`int`, *optional*, defaults to 256):
             Number of prototypes (cluster centres). Their initial values are the image tokens average-pooled into
-            `num_prototypes` windows (docs/original.md#prototype-extractor), so it must not exceed the number of image tokens.
+            `num_prototypes` windows (docs/original.md#prototype-extractor), so it must not exceed the number of image
+            tokens.
         prototype_iterations (`int`, *optional*, defaults to 2):
             Number of soft-assignment / centre-update rounds before the final hard assignment.
         use_prototype_extractor (`bool`, *optional*, defaults to `True`):

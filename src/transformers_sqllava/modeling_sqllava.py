@@ -57,7 +57,7 @@ class SQLlavaPreTrainedModel(LlavaPreTrainedModel):
     def _init_weights(self, module):
         super()._init_weights(module)
         if isinstance(module, SQLlavaPrototypeExtractor):
-            # The reference starts the gate at sigmoid(0 + 1 * cos): alpha = 1, beta = 0 (docs/original.md#prototype-extractor).
+            # The reference's gate starts at sigmoid(0 + 1 * cos) (docs/original.md#prototype-extractor).
             init.ones_(module.gate_scale)
             init.zeros_(module.gate_bias)
 
@@ -166,8 +166,8 @@ class SQLlavaPrototypeExtractor(SQLlavaPreTrainedModel):
     (0.6 GB per image in fp32 at the real size). Since each token belongs to exactly one cluster, the same numbers
     come from a `scatter_add` over tokens and a `gather` back, in O(batch x tokens x channels) memory.
 
-    With `config.prototype_extractor_fp32` (the default) steps 2-5 run in fp32 whatever the module dtype: in fp16
-    the gate saturates and ties between prototypes, and the unnormalised sums can overflow (docs/original.md#fp16-routing).
+    With `config.prototype_extractor_fp32` (the default) steps 2-5 run in fp32 whatever the module dtype: in fp16 the
+    gate saturates and ties between prototypes, and the unnormalised sums can overflow (docs/original.md#fp16-routing).
     """
 
     def __init__(self, config: SQLlavaConfig):
@@ -221,7 +221,7 @@ class SQLlavaPrototypeExtractor(SQLlavaPreTrainedModel):
             prototypes = self._pool_tokens(tokens)
             pooled_values = self._pool_tokens(values)
             # The reference normalises the keys over the *token* axis (each channel of key_proj(x) gets unit norm
-            # across the image), not over channels: the assignment logit is not a cosine (docs/original.md#prototype-extractor step 3, docs/original.md#where-the-code-differs-from-the-paper).
+            # across the image), not over channels: not a cosine (docs/original.md#prototype-extractor).
             keys = F.normalize(keys, dim=1)
             prototype_proj = linear_in_dtype(self.prototype_proj, compute_dtype)
             for _ in range(self.prototype_iterations):
@@ -241,7 +241,7 @@ class SQLlavaPrototypeExtractor(SQLlavaPreTrainedModel):
             cluster_sums = torch.zeros_like(pooled_values).scatter_add(1, index, gate.unsqueeze(-1) * values)
             cluster_sizes = torch.zeros(batch_size, self.num_prototypes, dtype=compute_dtype, device=tokens.device)
             cluster_sizes = cluster_sizes.scatter_add(1, assignment, torch.ones_like(gate))
-            # The pooled value window counts as one more member of its cluster (Context-Cluster style, docs/original.md#prototype-extractor step 5).
+            # The pooled window counts as one more member of its cluster (docs/original.md#prototype-extractor).
             clusters = (cluster_sums + pooled_values) / (cluster_sizes + 1).unsqueeze(-1)
             enriched = tokens + gate.unsqueeze(-1) * clusters.gather(1, index)
         return enriched.to(input_dtype)
@@ -271,9 +271,9 @@ class SQLlavaMultiModalProjector(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Input checks at the forward / generate boundary (docs/errors.md#the-model). Shape and dtype checks read no tensor data
-# and run on every call, compiled or not. The value checks (ids in the vocabulary, image tokens vs images) read the ids
-# back, a device sync: in eager mode only, on a full forward or a prefill, never on a decoding step.
+# Input checks at the forward / generate boundary (docs/errors.md#the-model). Shape and dtype checks read no tensor
+# data and run on every call, compiled or not. The value checks (ids in the vocabulary, image tokens vs images) read
+# the ids back, a device sync: in eager mode only, on a full forward or a prefill, never on a decoding step.
 # --------------------------------------------------------------------------------------------------------------------
 
 ORIGINAL_IMAGE_TOKEN_INDEX, IGNORE_INDEX = -200, -100  # the original LLaVA's image sentinel; the labels' ignore index

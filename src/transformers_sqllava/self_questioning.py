@@ -13,7 +13,8 @@
 # limitations under the License.
 """Self-questioning inference: the model describes an image, asks questions about it, and can answer them.
 
-This is the reference's demo flow (docs/original.md#self-questioning-at-inference, `demo/visual_questioning.py`), batched over images:
+This is the reference's demo flow (docs/original.md#self-questioning-at-inference, `demo/visual_questioning.py`),
+batched over images:
 
 1. **describe** (optional): `SYS USER: <image>\\nCan you describe the image in detail? ASSISTANT:`, greedy,
    at most 1024 new tokens;
@@ -22,14 +23,17 @@ This is the reference's demo flow (docs/original.md#self-questioning-at-inferenc
 3. **answer** (optional, `sqllava/eval/visual_qa.py`): each question becomes a vuser turn and the model answers it,
    `... ASSISTANT: {description}</s>VUSER: {question}</s> ASSISTANT:`, greedy, at most 1024 new tokens.
 
-`SYS` is the `v1_sq` system prompt for every round, as in the demo. Every round stops at `</s>`; each output is
-decoded with `skip_special_tokens=True`, stripped, and loses a trailing `"</s>"` (reference docs/original.md#self-questioning-at-inference step 3).
+`SYS` is the `v1_sq` system prompt for every round, as in the demo. Every round stops at `</s>`; each output is decoded
+with `skip_special_tokens=True`, stripped, and loses a trailing `"</s>"` (reference
+docs/original.md#self-questioning-at-inference step 3).
 
 Where this differs from the reference, on purpose:
 
-- the demo crashes before asking anything (`conv.clear_message()` does not exist, reference docs/original.md#self-questioning-at-inference); here the second
-  round starts from a fresh conversation, which is what the demo meant;
-- images are padded to a square with the CLIP mean colour, as in training (the demo only centre-crops, docs/original.md#evaluation-and-decoding);
+- the demo crashes before asking anything (`conv.clear_message()` does not exist, reference
+  docs/original.md#self-questioning-at-inference); here the second round starts from a fresh conversation, which is
+  what the demo meant;
+- images are padded to a square with the CLIP mean colour, as in training (the demo only centre-crops,
+  docs/original.md#evaluation-and-decoding);
 - answers follow the **training** format `</s> ASSISTANT:` (a space after `</s>`), rendered by the chat template;
   `visual_qa.py` appends the ids of `ASSISTANT:` directly after the generated `</s>`, without the space piece the model
   was trained on (docs/original.md#self-questioning-at-inference, docs/original.md#self-questioning-at-inference);
@@ -55,9 +59,11 @@ from .processing_sqllava import SYSTEM_PROMPTS
 
 DESCRIPTION_PROMPT = "Can you describe the image in detail?"
 
-# Reference docs/original.md#self-questioning-at-inference step 3 (round 1) and `visual_qa.py` (answers): greedy, `max_new_tokens=1024`.
+# Reference docs/original.md#self-questioning-at-inference step 3 (round 1) and `visual_qa.py` (answers): greedy,
+# `max_new_tokens=1024`.
 DESCRIPTION_GENERATION_DEFAULTS = {"do_sample": False, "num_beams": 1, "max_new_tokens": 1024}
-# Reference docs/original.md#self-questioning-at-inference step 5 (`demo/visual_questioning.py`): the question sampling of the demo and of `visual_qa.py`.
+# Reference docs/original.md#self-questioning-at-inference step 5 (`demo/visual_questioning.py`): the question sampling
+# of the demo and of `visual_qa.py`.
 QUESTION_GENERATION_DEFAULTS = {
     "do_sample": True,
     "temperature": 1.2,
@@ -203,7 +209,8 @@ class SelfQuestioningChunk:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Conversations of the three rounds (the chat template renders them as the reference's prompts, docs/original.md#prompt-format-and-the-two-system-prompts)
+# Conversations of the three rounds (the chat template renders them as the reference's prompts,
+# docs/original.md#prompt-format-and-the-two-system-prompts)
 # --------------------------------------------------------------------------------------------------------------------
 
 
@@ -322,7 +329,8 @@ def self_question(
 ) -> list[SelfQuestioningResult]:
     r"""
     Self-questioning for a batch of images: describe each image, ask `config.num_questions` questions about it, and
-    optionally answer them (docs/original.md#self-questioning-at-inference; see the module docstring for the deliberate differences).
+    optionally answer them (docs/original.md#self-questioning-at-inference; see the module docstring for the deliberate
+    differences).
 
     Each round is one `generate` call over all images, left-padded. The `num_questions` questions of an image come
     from repeating its prompt `num_questions` times in the batch rather than from `num_return_sequences`: transformers
@@ -454,8 +462,8 @@ def stream_self_questioning(
 
 class WholeByteRunStreamer(TextStreamer):
     """
-    A `TextStreamer` (it prints) that holds back byte-fallback pieces (`<0x64>`, `<0xE5>`, ...) until a regular piece or
-    the end follows, so that the streamed chunks add up to the final decoded text.
+    A `TextStreamer` (it prints) that holds back byte-fallback pieces (`<0x64>`, `<0xE5>`, ...) until a regular piece
+    or the end follows, so that the streamed chunks add up to the final decoded text.
 
     The ByteFallback decoder of Llama-style tokenizers decodes a run of byte pieces as one UTF-8 string, and an invalid
     run as one U+FFFD per byte, including a byte that decoded to a letter on its own: `<0x64>` is "d", `<0x64><0xE5>`

@@ -19,7 +19,8 @@ The original code writes two layouts (docs/original.md#release-layout):
   `adapter_model.bin|safetensors` (the LLM LoRA, plus a copy of the ViT LoRA), `non_lora_trainables.bin` (the
   `Clustering` projector) and `Vit-lora/` (the ViT LoRA and its own config), on top of a base LLM (`--model-base`);
 - **a merged checkpoint** written by the original `scripts/merge_lora_weights.py`: the LLM with its LoRA merged,
-  `model.mm_projector.*`, and an unmerged copy of CLIP that the reference ignores (docs/original.md#merge-scripts-and-conversion-facts); possibly sharded.
+  `model.mm_projector.*`, and an unmerged copy of CLIP that the reference ignores
+  (docs/original.md#merge-scripts-and-conversion-facts); possibly sharded.
 
 In both, the vision tower is the CLIP checkpoint named by the original config's `mm_vision_tower`.
 

@@ -249,8 +249,8 @@ def projector_tensors(model_dir: Path) -> Iterator[tuple[str, torch.Tensor]]:
     """`non_lora_trainables.bin` without its PEFT prefix (`base_model.model.model.mm_projector.*` becomes
     `model.mm_projector.*`).
 
-    The reference strips `base_model.`, then one `model.` if the keys start with `model.model.` (docs/original.md#loading-a-release); this accepts
-    the same two spellings.
+    The reference strips `base_model.`, then one `model.` if the keys start with `model.model.`
+    (docs/original.md#loading-a-release); this accepts the same two spellings.
     """
     for file_name in PROJECTOR_FILES:
         if (model_dir / file_name).is_file():

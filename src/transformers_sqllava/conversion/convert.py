@@ -84,8 +84,9 @@ def build_processor(
         ) from error
     # The release learned its vuser marker as plain text ("VUSER"), so only `<image>` and `<pad>` are added.
     add_sqllava_tokens(tokenizer, vuser_token=ORIGINAL_VUSER_MARKER)
-    # The reference pads to a square when `image_aspect_ratio == "pad"` (every released checkpoint, docs/original.md#release-layout) and does so
-    # at training time; its demo does not, which we do not copy (pad-to-square everywhere).
+    # The reference pads to a square when `image_aspect_ratio == "pad"` (every released checkpoint,
+    # docs/original.md#release-layout) and does so at training time; its demo does not, which we do not copy
+    # (pad-to-square everywhere).
     image_processor_kwargs = {"do_pad": original_config.get("image_aspect_ratio", "pad") == "pad"}
     clip_preprocessor = vision_dir / "preprocessor_config.json"
     if clip_preprocessor.is_file():
@@ -185,8 +186,9 @@ def convert_sqllava_checkpoint(
             Where to write the converted folder: a new or empty folder, none of the sources and not inside one (a
             conversion never writes where it reads).
         model_base (`str` or `Path`, *optional*):
-            The base LLM the LoRA was trained on; required for the LoRA release (the reference (docs/original.md#release-layout): the ShareGPT4V
-            Vicuna of the same size). For a merged checkpoint, only used for the tokenizer if the checkpoint has none.
+            The base LLM the LoRA was trained on; required for the LoRA release (the reference
+            (docs/original.md#release-layout): the ShareGPT4V Vicuna of the same size). For a merged checkpoint, only
+            used for the tokenizer if the checkpoint has none.
         vision_tower (`str` or `Path`, *optional*):
             The CLIP checkpoint; defaults to the original config's `mm_vision_tower`.
         vision_lora (`str` or `Path`, *optional*):
@@ -203,8 +205,8 @@ def convert_sqllava_checkpoint(
         private (`bool`, *optional*):
             Visibility of a repo created by `push_to_hub`.
         num_prototypes (`int`, *optional*, defaults to 256), prototype_iterations (`int`, *optional*, defaults to 2):
-            The reference hard-codes 256 and 2 (docs/original.md#prototype-extractor; `num_latents` in its config is never read). Change them only for
-            test-sized checkpoints.
+            The reference hard-codes 256 and 2 (docs/original.md#prototype-extractor; `num_latents` in its config is
+            never read). Change them only for test-sized checkpoints.
         overwrite (`bool`, *optional*, defaults to `False`):
             Convert into a folder that holds a previous conversion: its files (a stale `adapter/` of a `--no-merge`
             run included) are removed once the new model is built, just before it is written. A folder with other

@@ -35,7 +35,8 @@ LANGUAGE_MODEL_KEY_MAPPING = {
     "lm_head.": "lm_head.",
 }
 
-# The reference `Clustering` (docs/original.md#prototype-extractor) -> `SQLlavaMultiModalProjector`: names that say what the parameters do.
+# The reference `Clustering` (docs/original.md#prototype-extractor) -> `SQLlavaMultiModalProjector`: names that say
+# what the parameters do.
 _EXTRACTOR = "model.multi_modal_projector.prototype_extractor."
 PROJECTOR_KEY_MAPPING = {
     "model.mm_projector.sim_alpha": _EXTRACTOR + "gate_scale",
@@ -62,17 +63,20 @@ VISION_TOWER_KEY_MAPPING = {
 
 # PEFT module names inside each adapter file (without the `base_model.model.` prefix) -> our module names.
 LLM_LORA_KEY_MAPPING = {"model.layers.": "model.language_model.layers."}
-# `Vit-lora/`: a PeftModel around the reference's `CLIPVisionTower`, whose CLIP is at `.vision_tower` (docs/original.md#release-layout).
+# `Vit-lora/`: a PeftModel around the reference's `CLIPVisionTower`, whose CLIP is at `.vision_tower`
+# (docs/original.md#release-layout).
 VIT_LORA_KEY_MAPPING = {"vision_tower.vision_model.": "model.vision_tower."}
-# The copy of the ViT LoRA inside the top-level adapter (training saved every `lora_` parameter of the model, docs/original.md#release-layout).
+# The copy of the ViT LoRA inside the top-level adapter (training saved every `lora_` parameter of the model,
+# docs/original.md#release-layout).
 TOP_LEVEL_VIT_LORA_KEY_MAPPING = {"model.vision_tower.vision_tower.vision_model.": "model.vision_tower."}
 
 ROTARY_BUFFERS = {r"\.rotary_emb\.inv_freq$": "rotary-embedding buffer (recomputed from the config)"}
 DROPPED_PROJECTOR_KEYS = {
     r"^model\.mm_projector\.ln_1\.(weight|bias)$": "`Clustering.ln_1`: the reference forward never calls it (docs/original.md#prototype-extractor)",
 }
-# A LLaVA-style base LLM (e.g. ShareGPT4V's, `model_type "share4v"`) carries its own stage-1 projector and sometimes
-# a vision tower; the reference replaces the former with non_lora_trainables.bin and ignores the latter (docs/original.md#loading-a-release).
+# A LLaVA-style base LLM (e.g. ShareGPT4V's, `model_type "share4v"`) carries its own stage-1 projector and sometimes a
+# vision tower; the reference replaces the former with non_lora_trainables.bin and ignores the latter
+# (docs/original.md#loading-a-release).
 DROPPED_BASE_KEYS = {
     **ROTARY_BUFFERS,
     r"^model\.mm_projector\.": "the base LLM's own projector (SQ-LLaVA's comes from non_lora_trainables.bin, docs/original.md#loading-a-release)",

@@ -84,7 +84,8 @@ class LoraAdapter:
         return all(not bool(b.any()) for b in self.lora_B.values())
 
     def delta(self, module: str) -> torch.Tensor:
-        # In fp32 whatever the stored dtype: the release stores bf16 A and B (the reference (docs/original.md#loading-a-release), merge numerics).
+        # In fp32 whatever the stored dtype: the release stores bf16 A and B (the reference
+        # (docs/original.md#loading-a-release), merge numerics).
         return self.scaling[module] * (self.lora_B[module].float() @ self.lora_A[module].float())
 
     def check_shape(self, module: str, weight: torch.Tensor, weight_name: str, weight_source: str):
@@ -206,8 +207,8 @@ def build_lora_adapter(
 def split_release_adapter(model_dir: Path) -> tuple[LoraAdapter, dict[str, torch.Tensor]]:
     """The top-level adapter of the LoRA release: the LLM LoRA, and the copy of the ViT LoRA it also holds.
 
-    Training saved every `lora_` parameter of the model there, the ViT's included (docs/original.md#release-layout); the LLM adapter's
-    config (r=128, alpha=256) does not describe the ViT ones, so they are returned apart, untouched.
+    Training saved every `lora_` parameter of the model there, the ViT's included (docs/original.md#release-layout);
+    the LLM adapter's config (r=128, alpha=256) does not describe the ViT ones, so they are returned apart, untouched.
     """
     config, tensors = read_adapter(model_dir)
     vit_tensors = {name: tensor for name, tensor in tensors.items() if name.startswith(TOP_LEVEL_VIT_LORA_PREFIX)}
@@ -223,8 +224,8 @@ def select_vision_lora(
 
     Its own folder (`--vision-lora`, else `Vit-lora/`) is used, with its own config (r=32, alpha=64 for 7B). Without
     one, the copy inside the top-level adapter cannot be scaled: the top-level config describes the LLM LoRA (r=128,
-    alpha=256), not these tensors. That is fine when B = 0 (the release, docs/original.md#the-vit-lora-never-trains: the ViT LoRA never got a gradient)
-    and an error otherwise.
+    alpha=256), not these tensors. That is fine when B = 0 (the release, docs/original.md#the-vit-lora-never-trains:
+    the ViT LoRA never got a gradient) and an error otherwise.
     """
     folder = None
     if vision_lora is not None:

@@ -27,7 +27,9 @@ from .lora import LoraAdapter
 def lora_target_regex(modules: set[str], all_modules: set[str]) -> str:
     """A regex over full module names selecting exactly `modules`, for PEFT's `target_modules`.
 
-    PEFT full-matches a string against every module name, so an LLM LoRA cannot land on CLIP's `q_proj` (docs/training.md#with-trl-ddp-and-bitsandbytes). The short form generalises the layer index; if that would select anything else, the names are listed.
+    PEFT full-matches a string against every module name, so an LLM LoRA cannot land on CLIP's `q_proj`
+    (docs/training.md#with-trl-ddp-and-bitsandbytes). The short form generalises the layer index; if that would select
+    anything else, the names are listed.
     """
     pieces = defaultdict(set)
     for module in sorted(modules):

@@ -136,7 +136,8 @@ def convert_vision_tower(
     source = vision_tower or original_config.get("mm_vision_tower") or original_config.get("vision_tower")
     if source is None:
         raise ValueError(f"{model_dir}/config.json names no `mm_vision_tower`: pass `--vision-tower`.")
-    # The authors' config may name a path on their machine (as their adapter_config.json does, reference docs/original.md#release-layout).
+    # The authors' config may name a path on their machine (as their adapter_config.json does, reference
+    # docs/original.md#release-layout).
     hint = "" if vision_tower else (
         "It comes from `mm_vision_tower` in the original config.json; pass `--vision-tower` (for the release, "
         "presumably Lin-Chen/ShareGPT4V-7B_Pretrained_vit-large336-l12 or its 13B counterpart, reference docs/original.md#vision-tower)."

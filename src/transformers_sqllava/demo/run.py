@@ -47,7 +47,8 @@ from .record import DEFAULT_CHECKPOINT, load_training_record
 from .scenes import DESCRIBE_QUESTION, Scene, is_answerable, sample_question
 
 # Every prompt uses the system prompt the checkpoint was trained with (its record's `system_prompt`): a model this
-# small has seen no other. Checkpoints from before that setting were trained with v1_sq, as the reference (docs/original.md#which-system-prompt-where).
+# small has seen no other. Checkpoints from before that setting were trained with v1_sq, as the reference
+# (docs/original.md#which-system-prompt-where).
 DEFAULT_SYSTEM_PROMPT = "v1_sq"
 # Generation budgets, in tokens: scene words are one token each. A 4-object caption is ~40 tokens, a question <= 12.
 DESCRIPTION_MAX_NEW_TOKENS = 64

@@ -3,7 +3,8 @@
 It is shaped like Vicuna's (Llama-2's legacy) tokenizer, so [`SQLlavaProcessor`] treats it exactly like the real one:
 
 - normaliser `Prepend("▁")` + `Replace(" ", "▁")` (sentencepiece's dummy prefix, applied to each chunk between
-  special tokens: the legacy behaviour the reference relies on, docs/original.md#tokenizer and docs/original.md#tokenisation-chunk-by-chunk);
+  special tokens: the legacy behaviour the reference relies on, docs/original.md#tokenizer and
+  docs/original.md#tokenisation-chunk-by-chunk);
 - a BPE model with byte fallback: `<unk>`=0, `<s>`=1, `</s>`=2, then the 256 pieces `<0x00>`...`<0xFF>`, then the
   learned pieces; a newline is `<0x0A>`, as in Llama;
 - BOS added by a `TemplateProcessing` post-processor; no pre-tokenizer (merges run over the whole chunk).

@@ -300,13 +300,15 @@ class _SQLlavaCollatorBase(DataCollatorMixin):
 @dataclass
 class SQLlavaSelfQuestioningCollator(_SQLlavaCollatorBase):
     r"""
-    Data collator for SQ-LLaVA's stage 2, visual self-questioning instruction tuning (docs/original.md#stage-2-labels-and-vuser-turns).
+    Data collator for SQ-LLaVA's stage 2, visual self-questioning instruction tuning
+    (docs/original.md#stage-2-labels-and-vuser-turns).
 
     For every sample it draws which later user turns become questions the model learns to *ask* (`vuser` turns),
     renders the conversation with the training system prompt (`v1_sq`, for every sample, text-only ones included:
-    docs/original.md#which-system-prompt-where), tokenises it once through the processor's chunk encoder and builds the labels from the conversation's
-    structure ([`~training.labels.encode_segments`]): no token-length arithmetic, so no tokenizer version can shift
-    the masks (the reference's arithmetic silently masks whole samples with newer tokenizers, docs/original.md#label-arithmetic-that-masks-whole-samples).
+    docs/original.md#which-system-prompt-where), tokenises it once through the processor's chunk encoder and builds the
+    labels from the conversation's structure ([`~training.labels.encode_segments`]): no token-length arithmetic, so no
+    tokenizer version can shift the masks (the reference's arithmetic silently masks whole samples with newer
+    tokenizers, docs/original.md#label-arithmetic-that-masks-whole-samples).
 
     Supervision (docs/original.md#stage-2-labels-and-vuser-turns):
 
@@ -320,9 +322,10 @@ class SQLlavaSelfQuestioningCollator(_SQLlavaCollatorBase):
     | later `USER: Q ASSISTANT:`                                        | -100     |
     | image tokens, right padding                                       | -100     |
 
-    Which turns become vuser turns (docs/original.md#stage-2-labels-and-vuser-turns): each user turn after the first of a sample *with an image*, independently
-    with probability `sq_ratio`; never the first turn, never in text-only samples; redrawn every time the sample is
-    collated (a new draw every epoch). Turns that are `vuser` in the data stay `vuser`.
+    Which turns become vuser turns (docs/original.md#stage-2-labels-and-vuser-turns): each user turn after the first of
+    a sample *with an image*, independently with probability `sq_ratio`; never the first turn, never in text-only
+    samples; redrawn every time the sample is collated (a new draw every epoch). Turns that are `vuser` in the data
+    stay `vuser`.
 
     Determinism. Two modes:
 
@@ -467,8 +470,9 @@ class SQLlavaSelfQuestioningCollator(_SQLlavaCollatorBase):
 
     def draw_vuser_turns(self, messages: list[dict], has_image: bool, rng: random.Random | None = None) -> list[dict]:
         """
-        The messages with each eligible user turn turned into a vuser turn with probability `sq_ratio` (a new list;
-        the input is not modified). Eligible: a user turn after the first, in a sample with an image (docs/original.md#stage-2-labels-and-vuser-turns).
+        The messages with each eligible user turn turned into a vuser turn with probability `sq_ratio` (a new list; the
+        input is not modified). Eligible: a user turn after the first, in a sample with an image
+        (docs/original.md#stage-2-labels-and-vuser-turns).
         """
         rng = rng or self._next_batch_rng()
         if not has_image:
@@ -504,15 +508,17 @@ class SQLlavaSelfQuestioningCollator(_SQLlavaCollatorBase):
 @dataclass
 class SQLlavaAlignmentCollator(_SQLlavaCollatorBase):
     r"""
-    Data collator for SQ-LLaVA's stage 1, feature alignment, in the reference's "plain" format (docs/original.md#stage-1-labels).
+    Data collator for SQ-LLaVA's stage 1, feature alignment, in the reference's "plain" format
+    (docs/original.md#stage-1-labels).
 
     Each sample is `<image>` + caption + `"\n"`: no system prompt, no role markers, no EOS, and the user's instruction
     is discarded. The caption and the newline are trained; BOS and the image tokens are -100.
 
     Inputs: TRL vision rows whose `messages` are one user turn (with the image) and one assistant turn (the caption),
     e.g. LLaVA's `blip_laion_cc_sbu_558k.json` through [`load_llava_dataset`], and `images` with one image. Outputs:
-    as [`SQLlavaSelfQuestioningCollator`]. Images are not padded to a square by default: the reference's stage 1
-    uses the image processor's own resize and centre crop (`image_aspect_ratio` "square", docs/original.md#image-preprocessing).
+    as [`SQLlavaSelfQuestioningCollator`]. Images are not padded to a square by default: the reference's stage 1 uses
+    the image processor's own resize and centre crop (`image_aspect_ratio` "square",
+    docs/original.md#image-preprocessing).
 
     Args:
         processor ([`SQLlavaProcessor`]): The model's processor.

@@ -40,12 +40,13 @@ logger = logging.getLogger(__name__)
 
 IMAGE_PLACEHOLDER = "<image>"
 
-# The reference's `LazySupervisedDataset.lengths` (docs/original.md#training-data) counts an image as 128 words. Only the order of the lengths
-# matters: `train_sampling_strategy="group_by_length"` (the reference's `group_by_modality_length`) sorts on them.
+# The reference's `LazySupervisedDataset.lengths` (docs/original.md#training-data) counts an image as 128 words. Only
+# the order of the lengths matters: `train_sampling_strategy="group_by_length"` (the reference's
+# `group_by_modality_length`) sorts on them.
 IMAGE_LENGTH = 128
 
-# LLaVA speaker -> chat role. `vuser` is accepted like the reference's `preprocess_v1_sq*` role maps do (docs/original.md#training-data): a
-# dataset may carry explicit self-questioning turns.
+# LLaVA speaker -> chat role. `vuser` is accepted like the reference's `preprocess_v1_sq*` role maps do
+# (docs/original.md#training-data): a dataset may carry explicit self-questioning turns.
 ROLE_MAP = {"human": "user", "gpt": "assistant", "vuser": "vuser"}
 
 # Explicit, so a file of text-only samples (no image paths at all) gets the same schema as a mixed one.
@@ -68,8 +69,8 @@ def sample_length(messages: list[dict[str, Any]], num_images: int, image_length:
 
     Trainer reads it from the dataset's `length` column (`TrainingArguments.length_column_name`) when
     `train_sampling_strategy="group_by_length"`; without the column it would tokenise every row's `input_ids`, which
-    conversational vision rows do not have. Grouping samples of similar length in a batch cuts the padding: on the demo's
-    conversations, 42% of the tokens of a randomly drawn batch were padding (`benchmarks/length_grouping.py`).
+    conversational vision rows do not have. Grouping samples of similar length in a batch cuts the padding: on the
+    demo's conversations, 42% of the tokens of a randomly drawn batch were padding (`benchmarks/length_grouping.py`).
     """
     words = sum(
         len(part["text"].split())

@@ -13,8 +13,8 @@
 # limitations under the License.
 """Training labels from a conversation's structure: which tokens the model learns to write.
 
-The reference derives its label masks from token-count arithmetic, which silently masks whole samples when a
-tokenizer version counts differently (docs/original.md#stage-2-labels-and-vuser-turns). Here a conversation is split into
+The reference derives its label masks from token-count arithmetic, which silently masks whole samples when a tokenizer
+version counts differently (docs/original.md#stage-2-labels-and-vuser-turns). Here a conversation is split into
 [`Segment`]s that join to exactly the chat template's rendering, each saying whether its text is trained, and the
 segments are tokenised once with the processor's chunk encoder, so ids and labels come from the same pass:
 
@@ -232,11 +232,11 @@ def encode_segments(
     Tokenise `segments` exactly as [`SQLlavaProcessor`] tokenises their concatenation (message text always as plain
     text, as `apply_chat_template(..., tokenize=True)` does) and give every token its segment's `trained_role`.
 
-    Special tokens in template text split the text into chunks (docs/original.md#tokenisation-chunk-by-chunk). Within a chunk, the
-    run of segments sharing a role is encoded as one string: the first run of a chunk with sentencepiece's dummy
-    prefix, a later run as a continuation without it, so the runs' ids concatenate to the chunk's ids (the runs meet
-    before a space, where Llama's pieces never merge). Tokenizers without a sentencepiece-style backend encode each
-    chunk whole and place the boundaries by encoding the chunk's prefixes; a boundary inside a token raises.
+    Special tokens in template text split the text into chunks (docs/original.md#tokenisation-chunk-by-chunk). Within a
+    chunk, the run of segments sharing a role is encoded as one string: the first run of a chunk with sentencepiece's
+    dummy prefix, a later run as a continuation without it, so the runs' ids concatenate to the chunk's ids (the runs
+    meet before a space, where Llama's pieces never merge). Tokenizers without a sentencepiece-style backend encode
+    each chunk whole and place the boundaries by encoding the chunk's prefixes; a boundary inside a token raises.
 
     Returns:
         `tuple[list[int], list]`: the ids (one BOS first with `add_special_tokens`, each image expanded to

@@ -21,8 +21,8 @@ from ..modeling_sqllava import SQLlavaForConditionalGeneration
 
 
 # Only the language model's linears are quantized: the vision tower and the extractor + projector train (ViT LoRA,
-# modules_to_save) and the routing is kept in full precision, as the original's 4-bit path; `lm_head` stays precise. Paths from the
-# model's root (docs/training.md#with-trl-ddp-and-bitsandbytes).
+# modules_to_save) and the routing is kept in full precision, as the original's 4-bit path; `lm_head` stays precise.
+# Paths from the model's root (docs/training.md#with-trl-ddp-and-bitsandbytes).
 QLORA_SKIP_MODULES = list(SQLlavaForConditionalGeneration._default_llm_int8_skip_modules)
 
 

@@ -17,8 +17,9 @@
   [`STAGE1_TRAINING_DEFAULTS`] holds the released script's hyperparameters.
 - Stage 2, self-questioning instruction tuning: [`prepare_stage2`] puts one LoRA adapter on the language model
   (r 128) and the vision layers that feed the selected feature layer (r 32), trains the extractor + projector fully,
-  and lets the ViT LoRA receive gradients (the reference's never did, docs/original.md#the-vit-lora-never-trains; `vision_lora_gradients="reference"`
-  reproduces that). [`stage2_parameter_groups`] / [`stage2_optimizer_cls_and_kwargs`] give the three learning rates.
+  and lets the ViT LoRA receive gradients (the reference's never did, docs/original.md#the-vit-lora-never-trains;
+  `vision_lora_gradients="reference"` reproduces that). [`stage2_parameter_groups`] /
+  [`stage2_optimizer_cls_and_kwargs`] give the three learning rates.
 - Starting points: a converted SQ-LLaVA checkpoint (`from_pretrained`), or a LLaVA-1.5 checkpoint turned into
   SQ-LLaVA by [`~training.from_llava.sqllava_from_llava`].
 - QLoRA: [`~training.qlora.load_qlora_base`] loads a 4-bit base; [`prepare_stage2`] then runs
@@ -147,15 +148,17 @@ class SQLlavaStage2Config:
         vision_target_modules (`tuple[str, ...]`, *optional*, defaults to CLIP's six linears):
             `q_proj`, `k_proj`, `v_proj`, `out_proj`, `fc1`, `fc2` of each vision layer that feeds
             `config.vision_feature_layer` (layers 0-22 of 24 for -2). The reference also put LoRA on the last layer,
-            whose output is never used: such a LoRA gets no gradient and makes DDP fail (docs/training.md#with-trl-ddp-and-bitsandbytes).
+            whose output is never used: such a LoRA gets no gradient and makes DDP fail
+            (docs/training.md#with-trl-ddp-and-bitsandbytes).
         use_vision_lora (`bool`, *optional*, defaults to `True`):
             `False` trains no ViT LoRA (the paper's ablation baseline).
         train_projector (`bool`, *optional*, defaults to `True`):
             Train the prototype extractor and the MLP projector fully.
         vision_lora_gradients (`str`, *optional*, defaults to `"enabled"`):
             `"enabled"`: the ViT LoRA receives gradients and trains, as the paper describes. `"reference"`: run the
-            vision tower without gradients, as the reference's `@torch.no_grad()` CLIP forward does (docs/original.md#the-vit-lora-never-trains), so the
-            ViT LoRA stays at its initial value (B = 0: the base ViT). The default is a deliberate fix.
+            vision tower without gradients, as the reference's `@torch.no_grad()` CLIP forward does
+            (docs/original.md#the-vit-lora-never-trains), so the ViT LoRA stays at its initial value (B = 0: the base
+            ViT). The default is a deliberate fix.
         llm_learning_rate (`float`, *optional*, defaults to 2e-4):
             Learning rate of the LLM LoRA and any other trainable language-model parameter (the reference's
             `learning_rate`).
@@ -276,8 +279,8 @@ def prepare_stage1(model: nn.Module) -> nn.Module:
     Freezes everything but the prototype extractor and the MLP projector (`model.multi_modal_projector`), in place,
     as the reference's stage 1 (`train.py` L1153-1156, docs/original.md#training-recipe). Returns the model.
 
-    The reference also attached a ViT LoRA in stage 1; it never received gradients (docs/original.md#the-vit-lora-never-trains) and stage 2 re-initialises
-    it, so stage 1 has none here.
+    The reference also attached a ViT LoRA in stage 1; it never received gradients
+    (docs/original.md#the-vit-lora-never-trains) and stage 2 re-initialises it, so stage 1 has none here.
     """
     base = _check_is_sqllava(model)
     base.requires_grad_(False)
@@ -402,7 +405,8 @@ def prepare_stage2(
 
 
 # The reference-reproducing switch: hooks that run the vision tower's forward under `torch.no_grad()`, as the
-# reference's `CLIPVisionTower.forward` is decorated (docs/original.md#the-vit-lora-never-trains). Kept on the module so the switch can be flipped back.
+# reference's `CLIPVisionTower.forward` is decorated (docs/original.md#the-vit-lora-never-trains). Kept on the module
+# so the switch can be flipped back.
 _NO_GRAD_HOOKS_ATTRIBUTE = "_sqllava_no_grad_hooks"
 
 
@@ -412,9 +416,9 @@ def set_vision_lora_gradients(model: nn.Module, mode: Literal["enabled", "refere
 
     - `"enabled"` (default, a deliberate fix): it does, so the ViT LoRA receives gradients and trains.
     - `"reference"`: the vision tower's forward runs under `torch.no_grad()`, as the reference's CLIP forward does
-      (docs/original.md#the-vit-lora-never-trains): the ViT LoRA gets no gradient and keeps B = 0, so the merged ViT equals the base
-      ViT, and the vision tower stores no activations. The prototype extractor and projector still train. Under DDP
-      the untouched ViT LoRA needs `ddp_find_unused_parameters=True` (or `use_vision_lora=False`).
+      (docs/original.md#the-vit-lora-never-trains): the ViT LoRA gets no gradient and keeps B = 0, so the merged ViT
+      equals the base ViT, and the vision tower stores no activations. The prototype extractor and projector still
+      train. Under DDP the untouched ViT LoRA needs `ddp_find_unused_parameters=True` (or `use_vision_lora=False`).
 
     Implemented with a forward pre-hook that disables gradients and a forward hook (`always_call=True`, so an error
     inside the tower cannot leave gradients off) that restores the previous mode; the modeling code is unchanged.
@@ -449,8 +453,8 @@ def set_vision_lora_gradients(model: nn.Module, mode: Literal["enabled", "refere
 
 
 def _group_of(parameter_name: str) -> str:
-    # The reference's grouping (`llava_trainer.py`, docs/original.md#learning-rate-groups): names containing the projector, then the vision tower;
-    # everything else (the LLM LoRA) takes the main learning rate.
+    # The reference's grouping (`llava_trainer.py`, docs/original.md#learning-rate-groups): names containing the
+    # projector, then the vision tower; everything else (the LLM LoRA) takes the main learning rate.
     if PROJECTOR_MODULE in parameter_name:
         return "projector"
     if VISION_TOWER_MODULE in parameter_name:
