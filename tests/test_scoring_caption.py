@@ -7,7 +7,7 @@ pycocoevalcap and SPICE left out), it prints:
 - `--QA conceptual_question.jsonl`: `{'BLUE': 5.653934256546871e-09, 'METEOR': 0.32083429217797743,
   'Cider': 1.7966414629471785}`.
 
-METEOR loads a paraphrase table for about 13 s, so its check runs only with SQLLAVA_TEST_METEOR=1.
+METEOR needs Java and loads a paraphrase table for about 13 s; its check runs wherever Java is installed.
 """
 
 import shutil
