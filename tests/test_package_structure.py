@@ -134,12 +134,12 @@ def tracked_files() -> list[Path]:
 
 
 def test_the_repository_points_only_inside_itself():
-    outside = ("../shared", "sqllava-reference.md", "paper-notes.md", "design.md", "§")
+    # The development notes' names, spelt in pieces so that this file does not itself point at them.
+    outside = tuple("".join(parts) for parts in (("../", "shared"), ("sqllava-reference", ".md"),
+                                                 ("paper-notes", ".md"), ("design", ".md"), ("\u00a7",)))
     offenders = []
     for path in tracked_files():
         if path.suffix not in {".py", ".md", ".jinja", ".cfg", ".toml", ".yaml", ".json", ""} or not path.is_file():
-            continue
-        if path.name == "test_package_structure.py":
             continue
         text = path.read_text(errors="ignore")
         offenders += [f"{path.relative_to(REPOSITORY)}: {marker}" for marker in outside if marker in text]
