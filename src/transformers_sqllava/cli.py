@@ -53,7 +53,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "eval": (
         "transformers_sqllava.commands.eval",
-        "score benchmark answer files as the paper's original scripts do (`sqllava eval score BENCHMARK ...`)",
+        "answer benchmark question files and score them as the paper's original scripts do (`run`, `score`)",
     ),
 }
 PROG = "sqllava"

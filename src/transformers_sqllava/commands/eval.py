@@ -11,7 +11,8 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""`sqllava eval score BENCHMARK ...`: score a benchmark's answer files as the original scripts do.
+"""`sqllava eval`: `run` answers a benchmark's question file (`eval_run.py`), `score BENCHMARK ...` scores the answer
+files as the original scripts do.
 
 Each benchmark takes the original script's file arguments (e.g. `pope --annotation-dir --question-file
 --result-file`) and prints its result as one JSON object on the last line of stdout (docs/evaluation.md).
@@ -26,6 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction, help: str | None = None) 
     """Register `sqllava eval` and its `score` subcommand."""
     from ..cli import HelpFormatter
     from ..evaluation.scoring.registry import add_scorer_subparsers
+    from .eval_run import add_run_parser
 
     parser = subparsers.add_parser(
         "eval", help=help, description="Evaluate SQ-LLaVA on the paper's benchmarks.", formatter_class=HelpFormatter
@@ -40,6 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction, help: str | None = None) 
     )
     add_scorer_subparsers(score)
     score.set_defaults(func=run_score)
+    add_run_parser(actions, HelpFormatter)
     return parser
 
 
