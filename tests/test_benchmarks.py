@@ -190,3 +190,19 @@ def test_length_grouping_benchmark_report(tmp_path):
     assert (tmp_path / "length_grouping_quick.json").exists() and "group_by_length" in (
         tmp_path / "length_grouping_quick.md"
     ).read_text()
+
+
+def test_eval_throughput_benchmark_report(tmp_path):
+    module = load_benchmark("eval_throughput")
+    threads = torch.get_num_threads()
+    report = module.main(["--quick", "--output-dir", str(tmp_path)])
+    assert torch.get_num_threads() == threads
+    # The claim the table makes: batching changes the speed, not the greedy answers.
+    assert set(report["batch_sizes"]) == {1, 4}
+    assert all(row["identical_to_first"] for row in report["batch_sizes"].values())
+    modes = report["modes"]
+    assert set(modes) == {"answer", "self-question", "describe"}
+    # Self-questioning generates a description and three question/answer pairs before the answer.
+    assert modes["self-question"]["generated_tokens_per_question"] > modes["describe"]["generated_tokens_per_question"]
+    assert modes["describe"]["generated_tokens_per_question"] > modes["answer"]["generated_tokens_per_question"]
+    assert "| 4 |" in (tmp_path / "eval_throughput_quick.md").read_text()
