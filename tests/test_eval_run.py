@@ -240,3 +240,20 @@ def test_command_line_errors_name_the_fix(question_file, extra, message, capsys)
         main(["eval", "run", "--model-path", "demo", "--question-file", str(question_file), *extra])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_questions_sharing_an_id_are_told_apart_by_their_prompt(demo, question_file, tmp_path):
+    # LLaVA's llava_mme.jsonl: both questions about an image have the image's path as question_id.
+    model, processor = demo
+    rows = [json.loads(line) for line in question_file.read_text().splitlines()[:4]]
+    mme = tmp_path / "llava_mme.jsonl"
+    mme.write_text("".join(json.dumps({**row, "question_id": "existence/scene.png"}) + "\n" for row in rows[:2]))
+    first = answer_question_file(model, processor, mme, tmp_path / "a.jsonl", question_file.parent,
+                                 answering=demo_config())  # fmt: skip
+    again = answer_question_file(model, processor, mme, tmp_path / "a.jsonl", question_file.parent,
+                                 answering=demo_config())  # fmt: skip
+    assert (first.num_answered, again.num_answered, again.num_already_answered) == (2, 0, 2)
+    duplicated = tmp_path / "duplicated.jsonl"
+    duplicated.write_text(json.dumps(rows[0]) + "\n" + json.dumps(rows[0]) + "\n")
+    with pytest.raises(ValueError, match="occurs twice with the same prompt"):
+        answer_question_file(model, processor, duplicated, tmp_path / "b.jsonl", question_file.parent)

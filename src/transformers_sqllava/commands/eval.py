@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """`sqllava eval`: `run` answers a benchmark's question file (`eval_run.py`), `score BENCHMARK ...` scores the answer
-files as the original scripts do.
+files as the original scripts do, `demo` runs both on the offline demo benchmark (`eval_demo.py`).
 
 Each benchmark takes the original script's file arguments (e.g. `pope --annotation-dir --question-file
 --result-file`) and prints its result as one JSON object on the last line of stdout (docs/evaluation.md).
@@ -27,6 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction, help: str | None = None) 
     """Register `sqllava eval` and its `score` subcommand."""
     from ..cli import HelpFormatter
     from ..evaluation.scoring.registry import add_scorer_subparsers
+    from .eval_demo import add_demo_parser
     from .eval_run import add_run_parser
 
     parser = subparsers.add_parser(
@@ -43,6 +44,7 @@ def add_parser(subparsers: argparse._SubParsersAction, help: str | None = None) 
     add_scorer_subparsers(score)
     score.set_defaults(func=run_score)
     add_run_parser(actions, HelpFormatter)
+    add_demo_parser(actions, HelpFormatter)
     return parser
 
 

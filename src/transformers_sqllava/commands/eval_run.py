@@ -131,8 +131,7 @@ def answering_config(args: argparse.Namespace, trained: dict):
         question_first=trained.get("question_first", False) if args.question_first is None else args.question_first,
         generation_kwargs=generation,
         num_questions=args.n_shot,
-        description_prompt=args.description_prompt
-        or (trained.get("description_prompt") if mode != "answer" else None),
+        description_prompt=args.description_prompt or trained.get("description_prompt"),
     )
 
 

@@ -56,7 +56,8 @@ class AnsweringConfig:
         system_prompt (`str`, *optional*, defaults to `"v1"`): The benchmarks' (`--conv-mode v1`), `"v1_sq"`, or the
             text of a system message.
         question_first (`bool`, *optional*): `USER: {question}\\n<image>` instead of LLaVA's `USER: <image>\\n...`,
-            for a checkpoint trained that way (the offline demo's).
+            for a checkpoint trained that way (the offline demo's). The description request keeps the image first, as
+            such a checkpoint was trained to describe (`demo/data.py`'s `to_trl_messages`).
         generation_kwargs (`dict`, *optional*): `generate` kwargs of the answers (and descriptions); greedy by default.
         num_questions (`int`, *optional*, defaults to 3): `self-question`: questions the model asks (`--n_shot`).
         question_generation_kwargs (`dict`, *optional*): `self-question`: over [`SELF_QUESTION_SAMPLING`].
@@ -105,6 +106,10 @@ def _user_turn(text: str, image: Any, question_first: bool) -> dict:
     return {"role": "user", "content": blocks[::-1] if question_first else blocks}
 
 
+def _is_description(question: BenchmarkQuestion, config: AnsweringConfig) -> bool:
+    return question.text.strip() == config.description_prompt.strip()
+
+
 def _generate(model, processor, conversations: list[list[dict]], config: AnsweringConfig, **kwargs) -> list[str]:
     return generate_from_conversations(
         model, processor, conversations, "assistant", config.system_prompt, images_first=not config.question_first,
@@ -127,7 +132,10 @@ def answer_questions(
     direct = [i for i, image in enumerate(images) if config.mode == "answer" or image is None]
     described = [i for i in range(len(questions)) if i not in set(direct)]
     if direct:
-        conversations = [[_user_turn(questions[i].text, images[i], config.question_first)] for i in direct]
+        conversations = []
+        for i in direct:
+            question_first = config.question_first and not _is_description(questions[i], config)
+            conversations.append([_user_turn(questions[i].text, images[i], question_first)])
         for i, text in zip(direct, _generate(model, processor, conversations, config)):
             answers[i] = Answer(text, generated_texts=[text])
     if described:

@@ -105,13 +105,14 @@ class BenchmarkQuestion:
 
     @property
     def key(self) -> str:
-        """Identifies the answer in an answers file: the id, and MMBench's round (a question has one per rotation)."""
-        return answer_key(self.question_id, self.fields.get("round_id"))
+        """Identifies the answer in an answers file: the id, MMBench's round (one per rotation) and the prompt (MME's
+        two questions about an image share their `question_id`, the image's path)."""
+        return answer_key(self.question_id, self.fields.get("round_id"), self.prompt)
 
 
-def answer_key(question_id: Any, round_id: Any = None) -> str:
-    """The resume key of an answer: `question_id` (and `round_id`) as JSON, so `1` and `"1"` stay different."""
-    return json.dumps([question_id, round_id])
+def answer_key(question_id: Any, round_id: Any = None, prompt: str | None = None) -> str:
+    """The resume key of an answer: `question_id`, `round_id` and `prompt` as JSON, so `1` and `"1"` stay apart."""
+    return json.dumps([question_id, round_id, prompt])
 
 
 def detect_question_format(path: PathLike) -> str:

@@ -100,7 +100,7 @@ def read_answered_keys(answers_file: PathLike) -> set[str]:
             continue
         try:
             row = json.loads(line)
-            keys.add(answer_key(row["question_id"], row.get("round_id")))
+            keys.add(answer_key(row["question_id"], row.get("round_id"), row.get("prompt")))
         except (json.JSONDecodeError, KeyError, TypeError):
             raise ValueError(
                 f"{path}, line {number} is not an answer ({line[:80]!r}): this run would append to it. Pass another "
@@ -142,8 +142,8 @@ def _check_unique(questions: Sequence[BenchmarkQuestion], question_file: PathLik
     for question in questions:
         if question.key in seen:
             raise ValueError(
-                f"{question_file}: question id {question.question_id!r} occurs twice; answers are matched to "
-                "questions by id, so every id must be unique."
+                f"{question_file}: question {question.question_id!r} occurs twice with the same prompt; answers "
+                "are matched to questions by id and prompt, so one of the two would never be answered."
             )
         seen.add(question.key)
 
