@@ -70,7 +70,6 @@ def docs():
 
 def plugin(docs, arg_string: str) -> SQLlava:
     """The model as lmms-eval builds it: `create_from_arg_string(--model_args, {batch_size, device, ...})`."""
-    torch.set_num_threads(1)  # the tiny model's matmuls are faster on one thread than on a busy pool
     model = SQLlava.create_from_arg_string(
         f"pretrained={DEFAULT_CHECKPOINT},{arg_string}", {"batch_size": None, "max_batch_size": None, "device": "cpu"}
     )

@@ -51,6 +51,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "transformers_sqllava.commands.demo",
         "offline demo: a tiny SQ-LLaVA answers and asks questions about generated scenes (no download)",
     ),
+    "self-train": (
+        "transformers_sqllava.commands.self_train",
+        "self-training data from unlabeled images: STIC preferences, self-questioning preferences, descriptions",
+    ),
     "eval": (
         "transformers_sqllava.commands.eval",
         "answer benchmark question files and score them as the paper's original scripts do (`run`, `score`)",

@@ -157,8 +157,9 @@ def _self_questioning(model, processor, checkpoint, trained: dict, seed: int, nu
 
 def format_demo_benchmark(report: DemoBenchmarkReport) -> str:
     """The one table `sqllava eval demo` prints: a row per task, its headline metric first, then its other numbers."""
+    shipped = Path(report.checkpoint).resolve() == DEFAULT_CHECKPOINT.resolve()
     lines = [
-        f"Demo benchmark: {report.checkpoint}",
+        f"Demo benchmark: {'the shipped demo checkpoint' if shipped else report.checkpoint}",
         f"(held-out scenes; {report.num_questions} benchmark questions, answered by `eval run` and scored by "
         f"`eval score`; {report.seconds:.0f} s)",
         "",

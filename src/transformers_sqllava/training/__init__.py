@@ -1,9 +1,20 @@
 """Training SQ-LLaVA: LLaVA JSON data, the stage-1 and self-questioning collators, the two-stage recipe (projector alignment, LoRA on LLM and ViT) and QLoRA."""
 
 from .collator import CollatorStats, SQLlavaAlignmentCollator, SQLlavaCollatorCallback, SQLlavaSelfQuestioningCollator
-from .labels import IGNORE_INDEX, Segment, conversation_segments, encode_conversation, encode_segments, trained_spans
 from .data import LlavaDatasetReport, SkippedSample, convert_llava_sample, load_llava_dataset
+from .dpo import (
+    STIC_BETA,
+    STIC_DPO_TRAINING_DEFAULTS,
+    STIC_NLL_DIVISOR,
+    mean_chosen_tokens,
+    stic_dpo_config_kwargs,
+    stic_dpo_trainer,
+    stic_lora_config,
+    stic_sft_weight,
+)
 from .from_llava import sqllava_config_from_llava, sqllava_from_llava
+from .labels import IGNORE_INDEX, Segment, conversation_segments, encode_conversation, encode_segments, trained_spans
+from .preference_collator import SQLlavaPreferenceCollator
 from .qlora import QLORA_SKIP_MODULES, load_qlora_base, qlora_quantization_config
 from .recipe import (
     SFT_VISION_DEFAULTS,
@@ -34,6 +45,15 @@ __all__ = [
     "SQLlavaCollatorCallback",
     "SQLlavaAlignmentCollator",
     "SQLlavaSelfQuestioningCollator",
+    "SQLlavaPreferenceCollator",
+    "STIC_BETA",
+    "STIC_DPO_TRAINING_DEFAULTS",
+    "STIC_NLL_DIVISOR",
+    "mean_chosen_tokens",
+    "stic_dpo_config_kwargs",
+    "stic_dpo_trainer",
+    "stic_lora_config",
+    "stic_sft_weight",
     "trained_spans",
     "QLORA_SKIP_MODULES",
     "SFT_VISION_DEFAULTS",
