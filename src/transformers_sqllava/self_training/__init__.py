@@ -25,7 +25,6 @@ from .preferences import (
 )
 from .prompts import DEMO_PROMPTS, STIC_PROMPTS, PromptSet
 
-
 __all__ = [
     "DEMO_PROMPTS",
     "PREFERENCE_KINDS",

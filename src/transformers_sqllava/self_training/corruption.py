@@ -31,7 +31,6 @@ import random
 import numpy as np
 from PIL import Image, ImageEnhance
 
-
 RESIZE_SHORTER_SIDE = 20  # T.Resize(size=20)
 BRIGHTNESS = 0.5  # T.ColorJitter(brightness=.5): factor in [1 - 0.5, 1 + 0.5]
 HUE = 0.3  # T.ColorJitter(hue=.3): shift in [-0.3, 0.3] of the hue circle

@@ -55,7 +55,6 @@ from ..self_questioning import (
 from .corruption import corrupt_image
 from .prompts import STIC_PROMPTS, PromptSet
 
-
 PREFERENCE_KINDS = ("stic", "sq-question", "sq-answer")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 # STIC samples every answer at temperature 0.2 (`generate_pref.py` L151: `do_sample=True if temperature > 0`).
@@ -311,11 +310,21 @@ def build_preferences(
     return summary
 
 
-def load_preference_dataset(path: str | os.PathLike, image_folder: str | os.PathLike, kinds: Sequence[str] = ()):
+def load_preference_dataset(
+    path: str | os.PathLike,
+    image_folder: str | os.PathLike,
+    kinds: Sequence[str] = (),
+    system_message: str | None = None,
+):
     r"""
     A preference file as a `datasets.Dataset` for `DPOTrainer` with `SQLlavaPreferenceCollator`: the columns
     `images` (the row's image, opened), `prompt`, `chosen` and `rejected`; only `kinds` if given.
+
+    `system_message` is put first in every prompt: for a model trained with a system prompt of its own (the offline
+    demo's), which the collator's named prompts (`v1`, `v1_sq`) do not cover. It should be the one the pairs were
+    generated under.
     """
+    system = [_text("system", system_message)] if system_message else []
     from datasets import Dataset
     from PIL import Image
 
@@ -334,7 +343,8 @@ def load_preference_dataset(path: str | os.PathLike, image_folder: str | os.Path
                 ) from None
             if keep:
                 with Image.open(os.path.join(image_folder, image)) as opened:
-                    rows.append({"images": [opened.convert("RGB")], "prompt": row["prompt"], "chosen": row["chosen"],
+                    rows.append({"images": [opened.convert("RGB")], "prompt": system + row["prompt"],
+                                 "chosen": row["chosen"],
                                  "rejected": row["rejected"]})  # fmt: skip
     if not rows:
         raise ValueError(f"{path}: no preference rows{' of kinds ' + str(list(kinds)) if kinds else ''}.")

@@ -33,7 +33,6 @@ from dataclasses import dataclass
 
 from ..demo.scenes import DESCRIBE_QUESTION
 
-
 STIC_DESCRIPTION_PROMPTS = (
     "Illustrate the details of the picture.",
     "Summarize the visual content presented.",

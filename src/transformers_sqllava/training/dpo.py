@@ -63,7 +63,7 @@ from peft import LoraConfig, PeftModel
 
 from .collator import SQLlavaCollatorCallback
 from .preference_collator import SQLlavaPreferenceCollator
-from .recipe import SQLlavaStage2Config, llm_lora_target_regex
+from .recipe import SQLlavaStage2Config, _without_peft_checkpointing_deprecation, llm_lora_target_regex
 
 
 if TYPE_CHECKING:  # TRL (the `train` extra) is imported when a trainer is built, not with this module
@@ -244,16 +244,17 @@ def stic_dpo_trainer(
         weight = stic_sft_weight(mean_chosen_tokens(train_dataset, collator))
         args.loss_weights = [weight if loss_type == "sft" else 1.0 for loss_type in args.loss_type]
         logger.info("STIC's NLL weighting: loss_weights=%s for loss_type=%s.", args.loss_weights, args.loss_type)
-    return DPOTrainer(
-        model=model,
-        args=args,
-        data_collator=collator,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=processor,
-        callbacks=[SQLlavaCollatorCallback(collator), *(callbacks or [])],
-        peft_config=peft_config if peft_config is not None else stic_lora_config(),
-    )
+    with _without_peft_checkpointing_deprecation():  # DPOTrainer wraps the model with PEFT here
+        return DPOTrainer(
+            model=model,
+            args=args,
+            data_collator=collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processor,
+            callbacks=[SQLlavaCollatorCallback(collator), *(callbacks or [])],
+            peft_config=peft_config if peft_config is not None else stic_lora_config(),
+        )
 
 
 __all__ = [
