@@ -55,6 +55,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "transformers_sqllava.commands.self_train",
         "self-training data from unlabeled images: STIC preferences, self-questioning preferences, descriptions",
     ),
+    "ablate": (
+        "transformers_sqllava.commands.ablate",
+        "the paper's Table 3 ablation (Proto, SQ, ViT LoRA) trained and measured on the demo world",
+    ),
     "eval": (
         "transformers_sqllava.commands.eval",
         "answer benchmark question files and score them as the paper's original scripts do (`run`, `score`)",

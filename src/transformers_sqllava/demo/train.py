@@ -214,8 +214,14 @@ def build_demo_processor(image_size: int = 72, patch_size: int = 24) -> SQLlavaP
     )
 
 
-def build_demo_model_config(config: DemoTrainingConfig, processor: SQLlavaProcessor) -> SQLlavaConfig:
-    """The demo model's [`SQLlavaConfig`] at `config`'s sizes, its vocabulary exactly the processor's (no resize)."""
+def build_demo_model_config(
+    config: DemoTrainingConfig, processor: SQLlavaProcessor, **model_overrides
+) -> SQLlavaConfig:
+    """The demo model's [`SQLlavaConfig`] at `config`'s sizes, its vocabulary exactly the processor's (no resize).
+
+    `model_overrides` are further [`SQLlavaConfig`] arguments (the ablation's `use_prototype_extractor=False`); the
+    committed checkpoint passes none.
+    """
     return tiny_sqllava_config(
         image_size=config.image_size,
         patch_size=config.patch_size,
@@ -230,13 +236,17 @@ def build_demo_model_config(config: DemoTrainingConfig, processor: SQLlavaProces
         num_prototypes=config.num_prototypes,
         image_seq_length=processor.image_seq_length,
         **processor_vocabulary(processor),
+        **model_overrides,
     )
 
 
-def build_demo_model(config: DemoTrainingConfig, processor: SQLlavaProcessor) -> SQLlavaForConditionalGeneration:
-    """A randomly initialised tiny SQ-LLaVA (seeded), with generation stopping at `</s>`."""
+def build_demo_model(
+    config: DemoTrainingConfig, processor: SQLlavaProcessor, **model_overrides
+) -> SQLlavaForConditionalGeneration:
+    """A randomly initialised tiny SQ-LLaVA (seeded), with generation stopping at `</s>`; `model_overrides` as for
+    [`build_demo_model_config`]."""
     torch.manual_seed(config.seed)
-    model = SQLlavaForConditionalGeneration(build_demo_model_config(config, processor))
+    model = SQLlavaForConditionalGeneration(build_demo_model_config(config, processor, **model_overrides))
     # Where each patch is: CLIP initialises it at std 0.02, which the tiny tower cannot separate from the content.
     torch.nn.init.normal_(
         model.model.vision_tower.embeddings.position_embedding.weight, std=config.vision_position_init_std
@@ -324,38 +334,22 @@ def run_sft(
     return trainer.train().training_loss
 
 
-def train_demo_model(
-    config: DemoTrainingConfig, output_dir: str | Path, evaluate: bool = True, log_every: int = 50
-) -> Path:
+def train_stages_0_1(
+    config: DemoTrainingConfig, log_every: int = 50, **model_overrides
+) -> tuple[SQLlavaForConditionalGeneration, SQLlavaProcessor, dict[str, Any]]:
     r"""
-    Train the demo model with `SFTTrainer` and save it (weights, processor, training record and model card) to
-    `output_dir`:
-
-    0. vision pretraining ([`pretrain_vision`], `vision_pretraining_steps` steps), then the image path (vision tower,
-       prototype extractor, projector) is frozen; with `vision_pretraining_steps=0` it is skipped and every weight
-       trains in stages 1 and 2;
-    1. alignment: image -> caption in the plain format ([`SQLlavaAlignmentCollator`]), `alignment_steps` steps; the
-       sequences are short (no system prompt), so these steps are cheap;
-    2. self-questioning instruction tuning: conversations with [`SQLlavaSelfQuestioningCollator`] (`sq_ratio`),
-       `max_steps` steps: the model learns to answer, describe and ask.
-
-    Args:
-        config ([`DemoTrainingConfig`]): sizes, data and optimisation.
-        output_dir (`str` or `Path`): the checkpoint folder (created).
-        evaluate (`bool`, *optional*, defaults to `True`): run the demo's held-out evaluation on the saved checkpoint
-            and quote its numbers in the record and the model card.
-        log_every (`int`, *optional*, defaults to 50): steps between loss logs.
+    The processor, a fresh model ([`build_demo_model`], `model_overrides` passed on), stage 0 (then the image path
+    frozen) and stage 1 of [`train_demo_model`]: everything before self-questioning instruction tuning. It reads none
+    of stage 2's own fields (`max_steps`, `batch_size`, `learning_rate`, `sq_ratio`, `system_prompt`), so the ablation
+    trains it once per seed and projector and starts each variant's stage 2 from a copy.
 
     Returns:
-        `Path`: `output_dir`.
+        `tuple`: the model, the processor and the record's `vision_pretraining` and `alignment_loss` entries.
     """
-    from ..training import SQLlavaAlignmentCollator, SQLlavaSelfQuestioningCollator
+    from ..training import SQLlavaAlignmentCollator
 
-    output_dir = Path(output_dir)
-    torch.set_num_threads(config.threads)
-    started = time.perf_counter()
     processor = build_demo_processor(config.image_size, config.patch_size)
-    model = build_demo_model(config, processor)
+    model = build_demo_model(config, processor, **model_overrides)
     vision_pretraining = None
     if config.vision_pretraining_steps > 0:
         vision_pretraining = pretrain_vision(
@@ -371,6 +365,24 @@ def train_demo_model(
             model, processor, build_train_rows(config, stage=1), alignment_collator, config.alignment_steps,
             config.alignment_learning_rate, config.alignment_batch_size, config, log_every,
         )  # fmt: skip
+    stages = {
+        "vision_pretraining": vision_pretraining,
+        "alignment_loss": None if alignment_loss is None else round(alignment_loss, 4),
+    }
+    return model, processor, stages
+
+
+def train_stage_2(model, processor: SQLlavaProcessor, config: DemoTrainingConfig, log_every: int = 50):
+    r"""
+    Stage 2 of [`train_demo_model`]: self-questioning instruction tuning of `model` (in place; a PEFT-wrapped model
+    works too) on `config`'s conversations with [`SQLlavaSelfQuestioningCollator`] (`config.sq_ratio`; 0 draws no
+    vuser turn), `config.max_steps` steps.
+
+    Returns:
+        `tuple`: the mean training loss and the collator (its `stats` count the vuser turns drawn).
+    """
+    from ..training import SQLlavaSelfQuestioningCollator
+
     # seed=None: the vuser draws come from the global torch RNG, which Trainer seeds from `args.seed`.
     collator = SQLlavaSelfQuestioningCollator(
         processor,
@@ -382,11 +394,45 @@ def train_demo_model(
         model, processor, build_train_rows(config, stage=2), collator, config.max_steps, config.learning_rate,
         config.batch_size, config, log_every,
     )  # fmt: skip
+    return loss, collator
+
+
+def train_demo_model(
+    config: DemoTrainingConfig, output_dir: str | Path, evaluate: bool = True, log_every: int = 50
+) -> Path:
+    r"""
+    Train the demo model with `SFTTrainer` and save it (weights, processor, training record and model card) to
+    `output_dir`:
+
+    0. vision pretraining ([`pretrain_vision`], `vision_pretraining_steps` steps), then the image path (vision tower,
+       prototype extractor, projector) is frozen; with `vision_pretraining_steps=0` it is skipped and every weight
+       trains in stages 1 and 2;
+    1. alignment: image -> caption in the plain format ([`SQLlavaAlignmentCollator`]), `alignment_steps` steps; the
+       sequences are short (no system prompt), so these steps are cheap;
+    2. self-questioning instruction tuning: conversations with [`SQLlavaSelfQuestioningCollator`] (`sq_ratio`),
+       `max_steps` steps: the model learns to answer, describe and ask.
+
+    Stages 0-1 are [`train_stages_0_1`], stage 2 is [`train_stage_2`].
+
+    Args:
+        config ([`DemoTrainingConfig`]): sizes, data and optimisation.
+        output_dir (`str` or `Path`): the checkpoint folder (created).
+        evaluate (`bool`, *optional*, defaults to `True`): run the demo's held-out evaluation on the saved checkpoint
+            and quote its numbers in the record and the model card.
+        log_every (`int`, *optional*, defaults to 50): steps between loss logs.
+
+    Returns:
+        `Path`: `output_dir`.
+    """
+    output_dir = Path(output_dir)
+    torch.set_num_threads(config.threads)
+    started = time.perf_counter()
+    model, processor, stages = train_stages_0_1(config, log_every)
+    loss, collator = train_stage_2(model, processor, config, log_every)
     minutes = (time.perf_counter() - started) / 60
     record = {
         "training_config": asdict(config),
-        "vision_pretraining": vision_pretraining,
-        "alignment_loss": None if alignment_loss is None else round(alignment_loss, 4),
+        **stages,
         "train_loss": round(loss, 4),
         "training_minutes": round(minutes, 1),
         "torch_threads": torch.get_num_threads(),
