@@ -50,8 +50,10 @@ from typing import Any
 
 import torch
 
+from .ablation_report import build_ablation_table, write_ablation_report
 from .record import TRAINING_RECORD, remove_remote_code, write_training_record
-from .train import DemoTrainingConfig
+from .train import DemoTrainingConfig, build_demo_processor, train_stage_2, train_stages_0_1
+from .vision_pretraining import freeze_image_path
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +218,6 @@ def ensure_stages_0_1(
     Returns:
         `tuple`: the folder and whether it was trained now.
     """
-    from .train import train_stages_0_1
 
     folder = stages_0_1_folder(output_dir, config, prototype_extractor)
     if (folder / TRAINING_RECORD).is_file():
@@ -276,8 +277,6 @@ def add_vision_lora(model, settings=None):
 
 def _load_stages_0_1(folder: Path, config: DemoTrainingConfig):
     from ..modeling_sqllava import SQLlavaForConditionalGeneration
-    from .train import build_demo_processor
-    from .vision_pretraining import freeze_image_path
 
     model = SQLlavaForConditionalGeneration.from_pretrained(folder, local_files_only=True)
     if config.vision_pretraining_steps > 0:  # as `train_stages_0_1` left it: the image path frozen after stage 0
@@ -316,7 +315,6 @@ def train_variant(
     """Stage 2 of one variant from a copy of its cached stage 0+1, merged and saved to `OUTPUT/seed<S>/<variant>/
     checkpoint`. Returns the checkpoint, its training record and whether the stage-0/1 cache was trained now."""
     from ..training.recipe import SQLlavaStage2Config
-    from .train import train_stage_2
 
     stage2_settings = stage2_settings or SQLlavaStage2Config()
     start, trained_start = ensure_stages_0_1(output_dir, config, variant.prototype_extractor, log_every)
@@ -385,7 +383,6 @@ def run_ablation(
         [`AblationResult`].
     """
     from ..training.recipe import SQLlavaStage2Config
-    from .ablation_report import build_ablation_table, write_ablation_report
 
     unknown = [name for name in variants if name not in VARIANTS]
     if unknown or not variants:

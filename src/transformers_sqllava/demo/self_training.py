@@ -47,7 +47,10 @@ from typing import Any
 import torch
 
 from ..evaluation.demo_evaluation import evaluate_on_demo_benchmark
+from .data import build_trl_rows, split_scenes
 from .record import DEFAULT_CHECKPOINT, load_training_record
+from .train import DemoTrainingConfig, run_sft, save_demo_checkpoint
+from .vision_pretraining import freeze_image_path
 
 VARIANTS = ("stic", "stic+stage2", "sq")
 VARIANT_KINDS = {"stic": ("stic",), "stic+stage2": ("stic",), "sq": ("sq-question", "sq-answer")}
@@ -148,9 +151,6 @@ def _dpo(model, processor, preferences: Path, images: Path, config: DemoSelfTrai
 def _stage2(model, processor, record: dict, config: DemoSelfTrainingConfig):
     from ..self_training import DEMO_PROMPTS, infuse_descriptions
     from ..training import SQLlavaSelfQuestioningCollator
-    from .data import build_trl_rows, split_scenes
-    from .train import DemoTrainingConfig, run_sft
-    from .vision_pretraining import freeze_image_path
 
     training = DemoTrainingConfig(**record["training_config"])
     # Held-in scenes after the ones the pairs were made from: instruction data the checkpoint was trained on, as
@@ -181,8 +181,6 @@ def self_train_demo(config: DemoSelfTrainingConfig, output_dir: str | Path, chec
     """
     from ..commands.generate import checkpoint_prompt_format, load_model_and_processor
     from ..self_training import DEMO_PROMPTS, PreferenceBuildConfig, build_preferences
-    from .data import split_scenes
-    from .train import save_demo_checkpoint
 
     torch.set_num_threads(config.threads)
     started = time.perf_counter()
